@@ -1,0 +1,194 @@
+//! The upgrade-request layer: [`WsAuthLayer`] → [`WsAuth`] → [`ResponseFuture`].
+//!
+//! The layer acts on WebSocket upgrade requests — HTTP/1.1 `Upgrade: websocket`
+//! and HTTP/2 extended `CONNECT` ([RFC 8441]) — and passes every other request
+//! through untouched, unless [`all_requests`](WsAuthLayer::all_requests) is set.
+//! For an upgrade it checks the `Origin`, finds the credential, removes it from
+//! the request, verifies it and inserts an [`Authenticated`] into the request
+//! extensions. The request itself is passed on, not rebuilt, so hyper's upgrade
+//! handle in its extensions survives.
+//!
+//! | outcome | response |
+//! |---|---|
+//! | no credential | 401, `WWW-Authenticate: Bearer` |
+//! | invalid or expired credential | 401, `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | ambiguous, oversize or malformed credential | 400, `Bearer error="invalid_request"` |
+//! | `Origin` not allowed | 403 |
+//! | verification backend down | 503 (fails closed) |
+//!
+//! ```
+//! use std::future::{ready, Ready};
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_ws_auth::source::Bearer;
+//! use tower_ws_auth::{AuthError, AuthErrorKind, Authenticated, Credential, Verified, WsAuthLayer};
+//!
+//! fn verify(c: Credential) -> Ready<Result<Verified<String>, AuthError>> {
+//!     ready(if c.ct_eq("let-me-in") { Ok(Verified::new("alice".to_owned())) } else { Err(AuthErrorKind::Invalid.into()) })
+//! }
+//! let handler = service_fn(|req: Request<()>| async move {
+//!     let user = &req.extensions().get::<Authenticated<String>>().unwrap().identity;
+//!     assert!(req.headers().get("authorization").is_none());
+//!     Ok::<_, std::convert::Infallible>(Response::new(format!("hello {user}")))
+//! });
+//! let service = WsAuthLayer::new(Bearer, verify).layer(handler);
+//!
+//! let upgrade = |token: &str| {
+//!     Request::get("/ws")
+//!         .header("connection", "upgrade")
+//!         .header("upgrade", "websocket")
+//!         .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+//!         .header("authorization", format!("Bearer {token}"))
+//!         .body(())
+//!         .unwrap()
+//! };
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let ok = service.clone().oneshot(upgrade("let-me-in")).await.unwrap();
+//! assert_eq!(ok.into_body(), "hello alice");
+//!
+//! let refused = service.oneshot(upgrade("guess")).await.unwrap();
+//! assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(refused.headers()["www-authenticate"], r#"Bearer error="invalid_token""#);
+//! # });
+//! ```
+//!
+//! [RFC 8441]: https://www.rfc-editor.org/rfc/rfc8441
+
+#[allow(clippy::module_inception)]
+mod layer;
+mod future;
+mod service;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::UPGRADE;
+use http::{Method, Request, Uri, Version};
+
+pub use self::future::ResponseFuture;
+pub use self::layer::WsAuthLayer;
+pub use self::service::WsAuth;
+use crate::authenticate::Authenticate;
+use crate::credential::SourceKind;
+
+/// The verified identity of a connection, found in the request extensions
+/// (and, with the `axum` feature, an extractor).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authenticated<I> {
+    /// Who the client is.
+    pub identity: I,
+    /// Where the credential was found.
+    pub via: SourceKind,
+    /// When the credential expires, if it does; hand it to the
+    /// [`LifetimeGuard`](crate::first_message::LifetimeGuard) to close the socket then.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Whether `req` asks for a WebSocket: an HTTP/1.1 `Upgrade: websocket`, or an
+/// HTTP/2 (or later) `CONNECT` ([RFC 8441], [RFC 9220]).
+///
+/// Any `Upgrade` header naming `websocket` counts, even without
+/// `Sec-WebSocket-Key`: a half-formed upgrade is authenticated rather than
+/// waved through. Every HTTP/2 `CONNECT` counts too, since the `:protocol`
+/// pseudo-header is not part of `http`'s types.
+///
+/// [RFC 8441]: https://www.rfc-editor.org/rfc/rfc8441
+/// [RFC 9220]: https://www.rfc-editor.org/rfc/rfc9220
+pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    if req.method() == Method::CONNECT {
+        return req.version() >= Version::HTTP_2;
+    }
+    req.headers().get_all(UPGRADE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+    })
+}
+
+/// Redacts the query parameters that carry credentials, for logging layers
+/// that sit outside [`WsAuthLayer`] and so see the URI before it is stripped.
+/// Get one from [`WsAuthLayer::redactor`]; it is cheap to clone into a
+/// `TraceLayer`'s `make_span_with` closure.
+///
+/// ```
+/// use tower_ws_auth::source::Query;
+/// use tower_ws_auth::{Redactor, WsAuthLayer};
+/// # use std::future::{ready, Ready};
+/// # use tower_ws_auth::{AuthError, Credential, Verified};
+/// # fn verify(_: Credential) -> Ready<Result<Verified<()>, AuthError>> { ready(Ok(Verified::new(()))) }
+///
+/// let layer = WsAuthLayer::new(Query::param("ticket"), verify);
+/// let redactor: Redactor = layer.redactor();
+/// let uri = "/ws?room=1&ticket=s3cr3t".parse().unwrap();
+/// assert_eq!(redactor.uri(&uri).to_string(), "/ws?room=1&ticket=[redacted]");
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    params: Arc<[String]>,
+}
+
+impl Redactor {
+    /// A redactor for these query parameter names.
+    pub fn for_params<I, T>(names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self {
+            params: names.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    pub(crate) fn for_auth<A: Authenticate>(auth: &A) -> Self {
+        let mut names = Vec::new();
+        auth.visit_query_params(&mut |name| names.push(name.to_owned()));
+        Self {
+            params: names.into(),
+        }
+    }
+
+    /// `uri`, displaying path and query with credential values replaced by
+    /// `[redacted]`.
+    pub fn uri<'a>(&'a self, uri: &'a Uri) -> RedactedUri<'a> {
+        RedactedUri {
+            uri,
+            params: &self.params,
+        }
+    }
+}
+
+/// Displays a URI's path and query with credential parameters redacted.
+pub struct RedactedUri<'a> {
+    uri: &'a Uri,
+    params: &'a [String],
+}
+
+impl fmt::Display for RedactedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.uri.path())?;
+        let Some(query) = self.uri.query() else {
+            return Ok(());
+        };
+        f.write_str("?")?;
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                f.write_str("&")?;
+            }
+            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
+            if self.params.iter().any(|p| crate::source::key_matches(key, p)) {
+                write!(f, "{key}=[redacted]")?;
+            } else {
+                f.write_str(pair)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedactedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}

@@ -1,0 +1,138 @@
+use std::fmt;
+use std::mem;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::{is_websocket_upgrade, Authenticated};
+use crate::authenticate::Authenticate;
+use crate::error::{AuthError, AuthErrorKind};
+use crate::origin::OriginPolicy;
+use crate::rejection::OnRejection;
+
+pub(crate) struct Shared<A, R> {
+    pub(crate) auth: A,
+    pub(crate) origin: OriginPolicy,
+    pub(crate) optional: bool,
+    pub(crate) all_requests: bool,
+    pub(crate) rejection: R,
+}
+
+impl<A, R> Shared<A, R> {
+    pub(crate) fn reject<B>(&self, error: AuthError) -> Response<B>
+    where
+        R: OnRejection<B>,
+    {
+        let via = error.via().map(|v| v.as_str());
+        if error.kind() == AuthErrorKind::Unavailable {
+            tracing::warn!(reason = %error.kind(), via, error = ?error, "websocket authentication backend unavailable");
+        } else {
+            tracing::info!(reason = %error.kind(), via, "websocket authentication refused");
+        }
+        self.rejection.on_rejection(error)
+    }
+}
+
+/// Authenticates WebSocket upgrade requests before they reach `S`.
+///
+/// Built by [`WsAuthLayer`](crate::WsAuthLayer). On success the inner service
+/// receives the same request (extensions, including hyper's upgrade handle,
+/// intact) with the credential removed and an
+/// [`Authenticated`](crate::Authenticated) in its extensions.
+pub struct WsAuth<S, A, R> {
+    inner: S,
+    shared: Arc<Shared<A, R>>,
+}
+
+impl<S, A, R> WsAuth<S, A, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<A, R>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, A, R> Clone for WsAuth<S, A, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, A, R> fmt::Debug for WsAuth<S, A, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsAuth")
+            .field("inner", &self.inner)
+            .field("origin", &self.shared.origin)
+            .field("optional", &self.shared.optional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, A, R, ReqBody, ResBody> Service<Request<ReqBody>> for WsAuth<S, A, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    A: Authenticate,
+    R: OnRejection<ResBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, A, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        if !shared.all_requests && !is_websocket_upgrade(&req) {
+            return ResponseFuture::call(self.inner.call(req));
+        }
+        let (mut parts, body) = req.into_parts();
+        if let Err(error) = shared.origin.check(&parts) {
+            return ResponseFuture::reject(shared.reject(error));
+        }
+        match shared.auth.authenticate(&mut parts) {
+            Err(error) => ResponseFuture::reject(shared.reject(error)),
+            Ok(None) if shared.optional => {
+                // A stray `Authenticated` set by a client-facing layer must not
+                // survive an anonymous pass.
+                parts.extensions.remove::<Authenticated<A::Identity>>();
+                tracing::debug!("websocket upgrade continues anonymous");
+                ResponseFuture::call(self.inner.call(Request::from_parts(parts, body)))
+            }
+            Ok(None) => ResponseFuture::reject(shared.reject(AuthError::new(AuthErrorKind::Missing))),
+            Ok(Some((via, verification))) => {
+                // The ready service moves into the future; a fresh clone stays
+                // here to be driven to readiness next time.
+                let clone = self.inner.clone();
+                let inner = mem::replace(&mut self.inner, clone);
+                ResponseFuture::verify(
+                    verification,
+                    Request::from_parts(parts, body),
+                    inner,
+                    via,
+                    Arc::clone(shared),
+                )
+            }
+        }
+    }
+}

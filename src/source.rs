@@ -1,0 +1,783 @@
+//! Where a credential is read from on the upgrade request.
+//!
+//! | source | reads | removes from the request passed on |
+//! |---|---|---|
+//! | [`Query::param("ticket")`](Query::param) | `?ticket=…` (percent-decoded) | that parameter; the rest of the query is kept byte for byte |
+//! | [`Cookie::named("session")`](Cookie::named) | the `session` cookie | that cookie; other cookies are kept |
+//! | [`Bearer`] | `Authorization: Bearer …` (scheme case-insensitive) | the `Authorization` header |
+//! | [`Header::named(name)`](Header::named) | the whole header value | the header |
+//! | [`Subprotocol::prefix("bearer.")`](Subprotocol::prefix) | the `bearer.<token>` entry of `Sec-WebSocket-Protocol` | that entry; the real protocols stay, so the handler selects one of them |
+//!
+//! A source that finds its credential twice rejects the request as
+//! [`Ambiguous`](crate::AuthErrorKind::Ambiguous): two readers of the same
+//! request could disagree on which copy counts. Every source caps the raw
+//! credential at [`DEFAULT_MAX_LEN`] bytes (changeable with `max_len`) before it
+//! decodes or verifies anything.
+//!
+//! Sources compose as tuples, in order: the first one present wins and the
+//! others' credentials are still removed from the request.
+//!
+//! ```
+//! use http::Request;
+//! use tower_ws_auth::source::{Bearer, CredentialSource, Query};
+//!
+//! let sources = (Bearer, Query::param("ticket"));
+//!
+//! // Found: the ticket is read and removed from the URI.
+//! let (mut parts, ()) = Request::get("/ws?room=1&ticket=abc").body(()).unwrap().into_parts();
+//! let credential = sources.extract(&mut parts).unwrap().unwrap();
+//! assert_eq!(credential.expose_secret(), "abc");
+//! assert_eq!(parts.uri, "/ws?room=1");
+//!
+//! // Rejected: the same parameter twice is ambiguous.
+//! let (mut parts, ()) = Request::get("/ws?ticket=a&ticket=b").body(()).unwrap().into_parts();
+//! let err = sources.extract(&mut parts).unwrap_err();
+//! assert_eq!(err.kind(), tower_ws_auth::AuthErrorKind::Ambiguous);
+//! ```
+//!
+//! # Security
+//!
+//! A query parameter ends up in access logs, proxies and browser history. Put
+//! only one-time tickets there, never a long-lived token, and log URIs through
+//! [`WsAuthLayer::redactor`](crate::WsAuthLayer::redactor) when the logging
+//! layer sits outside this one. Cookies are sent by the browser to every
+//! origin's socket: the layer turns the `Origin` check on whenever a cookie
+//! source is configured.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+
+use crate::credential::{Credential, SourceKind};
+use crate::error::{AuthError, AuthErrorKind};
+
+/// The default cap on a credential's raw size: 8 KiB.
+pub const DEFAULT_MAX_LEN: usize = 8 * 1024;
+
+/// Reads a credential from the request head and removes it from what the inner
+/// service sees.
+pub trait CredentialSource {
+    /// Read the credential, removing it from `parts`.
+    ///
+    /// `Ok(None)` means the request does not carry this source's credential at
+    /// all. A credential that is present but empty is
+    /// [`Invalid`](AuthErrorKind::Invalid), not absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Ambiguous`](AuthErrorKind::Ambiguous) when found twice,
+    /// [`TooLarge`](AuthErrorKind::TooLarge) over the size cap,
+    /// [`Malformed`](AuthErrorKind::Malformed) when it cannot be decoded,
+    /// [`Invalid`](AuthErrorKind::Invalid) when present but empty or of the wrong
+    /// scheme.
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError>;
+
+    /// Remove this source's credential from `parts` without reading it; used when
+    /// another source won.
+    ///
+    /// # Errors
+    ///
+    /// [`Malformed`](AuthErrorKind::Malformed) if the request cannot be rebuilt
+    /// without it.
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError>;
+
+    /// Whether this source reads cookies (the layer then turns the `Origin`
+    /// check on by default).
+    fn uses_cookies(&self) -> bool {
+        false
+    }
+
+    /// Call `visit` with each query parameter name this source reads, so that
+    /// logs can redact them.
+    fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
+        let _ = visit;
+    }
+}
+
+fn check_len(len: usize, max: usize, via: SourceKind) -> Result<(), AuthError> {
+    if len > max {
+        Err(AuthError::new(AuthErrorKind::TooLarge).with_via(via))
+    } else {
+        Ok(())
+    }
+}
+
+fn non_empty(value: String, via: SourceKind) -> Result<Option<Credential>, AuthError> {
+    if value.is_empty() {
+        Err(AuthError::new(AuthErrorKind::Invalid)
+            .with_via(via)
+            .with_detail("empty credential"))
+    } else {
+        Ok(Some(Credential::new(via, value)))
+    }
+}
+
+/// A query parameter of the upgrade URL, e.g. `?ticket=…`.
+///
+/// Names and values are decoded as `application/x-www-form-urlencoded` (the way
+/// `URLSearchParams` encodes them): `%XX` escapes and `+` for a space.
+#[derive(Clone, Debug)]
+pub struct Query {
+    name: Cow<'static, str>,
+    max_len: usize,
+}
+
+impl Query {
+    /// The parameter called `name`.
+    pub fn param(name: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            name: name.into(),
+            max_len: DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// Cap on the raw (still encoded) value's length in bytes.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    /// The parameter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Decode one `application/x-www-form-urlencoded` component.
+fn form_decode(raw: &str) -> Result<Cow<'_, str>, AuthError> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let plus_free = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_free)
+        .decode_utf8()
+        .map(|s| Cow::Owned(s.into_owned()))
+        .map_err(|_| {
+            AuthError::new(AuthErrorKind::Malformed)
+                .with_via(SourceKind::Query)
+                .with_detail("query parameter is not valid UTF-8")
+        })
+}
+
+/// Whether a raw (encoded) query key names `name`. An encoded key such as
+/// `tick%65t` must count: the application's query parser would decode it.
+pub(crate) fn key_matches(raw_key: &str, name: &str) -> bool {
+    raw_key == name || matches!(form_decode(raw_key), Ok(key) if key == name)
+}
+
+fn split_pair(pair: &str) -> (&str, &str) {
+    pair.split_once('=').unwrap_or((pair, ""))
+}
+
+impl CredentialSource for Query {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        let Some(query) = parts.uri.query() else {
+            return Ok(None);
+        };
+        let mut found = None;
+        for pair in query.split('&') {
+            let (key, value) = split_pair(pair);
+            if key_matches(key, &self.name) {
+                if found.is_some() {
+                    return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Query));
+                }
+                found = Some(value);
+            }
+        }
+        let Some(raw) = found else {
+            return Ok(None);
+        };
+        check_len(raw.len(), self.max_len, SourceKind::Query)?;
+        let value = form_decode(raw)?.into_owned();
+        self.strip(parts)?;
+        non_empty(value, SourceKind::Query)
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        let Some(query) = parts.uri.query() else {
+            return Ok(());
+        };
+        let mut kept = String::with_capacity(query.len());
+        let mut removed = false;
+        for pair in query.split('&') {
+            if key_matches(split_pair(pair).0, &self.name) {
+                removed = true;
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.push('&');
+            }
+            kept.push_str(pair);
+        }
+        if !removed {
+            return Ok(());
+        }
+        let path = parts.uri.path();
+        let path_and_query = if kept.is_empty() {
+            PathAndQuery::try_from(path)
+        } else {
+            PathAndQuery::try_from(format!("{path}?{kept}"))
+        };
+        let malformed = |_| {
+            AuthError::new(AuthErrorKind::Malformed)
+                .with_via(SourceKind::Query)
+                .with_detail("request URI cannot be rebuilt")
+        };
+        let mut uri_parts = parts.uri.clone().into_parts();
+        uri_parts.path_and_query = Some(path_and_query.map_err(malformed)?);
+        parts.uri = Uri::from_parts(uri_parts).map_err(|_| {
+            AuthError::new(AuthErrorKind::Malformed)
+                .with_via(SourceKind::Query)
+                .with_detail("request URI cannot be rebuilt")
+        })?;
+        Ok(())
+    }
+
+    fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
+        visit(&self.name);
+    }
+}
+
+/// A named cookie, parsed with the `cookie` crate. The value is taken as sent
+/// (no percent-decoding): session ids are opaque.
+///
+/// # Security
+///
+/// Browsers attach cookies to a WebSocket opened by *any* site. Configuring a
+/// cookie source turns the layer's `Origin` check on by default (same origin as
+/// `Host`); see [`OriginPolicy`](crate::OriginPolicy).
+#[derive(Clone, Debug)]
+pub struct Cookie {
+    name: Cow<'static, str>,
+    max_len: usize,
+}
+
+impl Cookie {
+    /// The cookie called `name`.
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            name: name.into(),
+            max_len: DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// Cap on the cookie value's length in bytes.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    /// The cookie's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_named_pair(&self, pair: &str) -> bool {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        name.trim() == self.name
+    }
+}
+
+impl CredentialSource for Cookie {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        let mut found: Option<String> = None;
+        for header in parts.headers.get_all(COOKIE) {
+            let text = String::from_utf8_lossy(header.as_bytes());
+            if !text.contains(&*self.name) {
+                continue;
+            }
+            for cookie in cookie::Cookie::split_parse(&*text).flatten() {
+                if cookie.name() != self.name {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie));
+                }
+                check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
+                found = Some(cookie.value().to_owned());
+            }
+        }
+        let Some(value) = found else {
+            return Ok(None);
+        };
+        self.strip(parts)?;
+        non_empty(value, SourceKind::Cookie)
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        if !parts
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .any(|h| String::from_utf8_lossy(h.as_bytes()).contains(&*self.name))
+        {
+            return Ok(());
+        }
+        let mut kept_headers = Vec::new();
+        for header in parts.headers.get_all(COOKIE) {
+            let text = String::from_utf8_lossy(header.as_bytes());
+            let kept: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty() && !self.is_named_pair(pair))
+                .collect();
+            if !kept.is_empty() {
+                let joined = kept.join("; ");
+                let value = HeaderValue::from_str(&joined).map_err(|_| {
+                    AuthError::new(AuthErrorKind::Malformed)
+                        .with_via(SourceKind::Cookie)
+                        .with_detail("cookie header cannot be rebuilt")
+                })?;
+                kept_headers.push(value);
+            }
+        }
+        parts.headers.remove(COOKIE);
+        for value in kept_headers {
+            parts.headers.append(COOKIE, value);
+        }
+        Ok(())
+    }
+
+    fn uses_cookies(&self) -> bool {
+        true
+    }
+}
+
+/// `Authorization: Bearer <token>` ([RFC 6750 §2.1]); the scheme is matched
+/// case-insensitively. A present `Authorization` header that is empty or of
+/// another scheme is an [`Invalid`](AuthErrorKind::Invalid) credential, not an
+/// absent one.
+///
+/// [RFC 6750 §2.1]: https://www.rfc-editor.org/rfc/rfc6750#section-2.1
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Bearer;
+
+const BEARER_MAX_LEN: usize = DEFAULT_MAX_LEN;
+
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, token) = text.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl CredentialSource for Bearer {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Header));
+        }
+        check_len(
+            value.len(),
+            BEARER_MAX_LEN + "Bearer ".len(),
+            SourceKind::Header,
+        )?;
+        let token = bearer_token(value).map(str::to_owned).ok_or_else(|| {
+            AuthError::new(AuthErrorKind::Invalid)
+                .with_via(SourceKind::Header)
+                .with_detail("authorization header is not a bearer token")
+        })?;
+        parts.headers.remove(AUTHORIZATION);
+        Ok(Some(Credential::new(SourceKind::Header, token)))
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        let is_bearer = parts.headers.get_all(AUTHORIZATION).iter().any(|v| {
+            v.as_bytes()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
+        });
+        if is_bearer {
+            parts.headers.remove(AUTHORIZATION);
+        }
+        Ok(())
+    }
+}
+
+/// The whole value of a named header, e.g. `X-Api-Key`.
+#[derive(Clone, Debug)]
+pub struct Header {
+    name: HeaderName,
+    max_len: usize,
+}
+
+impl Header {
+    /// The header called `name`.
+    pub fn named(name: HeaderName) -> Self {
+        Self {
+            name,
+            max_len: DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// Cap on the header value's length in bytes.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+}
+
+impl CredentialSource for Header {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        let mut values = parts.headers.get_all(&self.name).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Header));
+        }
+        check_len(value.len(), self.max_len, SourceKind::Header)?;
+        let text = value
+            .to_str()
+            .map_err(|_| {
+                AuthError::new(AuthErrorKind::Malformed)
+                    .with_via(SourceKind::Header)
+                    .with_detail("header value is not visible ASCII")
+            })?
+            .trim()
+            .to_owned();
+        parts.headers.remove(&self.name);
+        non_empty(text, SourceKind::Header)
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        parts.headers.remove(&self.name);
+        Ok(())
+    }
+}
+
+/// A token carried as an entry of `Sec-WebSocket-Protocol`, e.g.
+/// `Sec-WebSocket-Protocol: bearer.<jwt>, chat` — the only header a browser's
+/// `new WebSocket(url, protocols)` can set.
+///
+/// The token entry is removed from the header passed on, so the handler sees
+/// only the real protocols and selects one of them (axum's
+/// `WebSocketUpgrade::protocols(["chat"])`). A request that offers the token
+/// entry and no real protocol is [`Malformed`](AuthErrorKind::Malformed): the
+/// server could only answer by echoing the token (which must never happen) or
+/// by selecting nothing, and a browser drops a socket whose offered protocols
+/// were all ignored.
+///
+/// The token must consist of `token` characters ([RFC 6455 §4.1]); base64url
+/// JWTs and this crate's tickets do.
+///
+/// [RFC 6455 §4.1]: https://www.rfc-editor.org/rfc/rfc6455#section-4.1
+#[derive(Clone, Debug)]
+pub struct Subprotocol {
+    prefix: Cow<'static, str>,
+    max_len: usize,
+}
+
+impl Subprotocol {
+    /// Entries starting with `prefix` (for example `"bearer."`) carry the token.
+    pub fn prefix(prefix: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            max_len: DEFAULT_MAX_LEN,
+        }
+    }
+
+    /// Cap on the token's length in bytes.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    fn malformed(detail: &'static str) -> AuthError {
+        AuthError::new(AuthErrorKind::Malformed)
+            .with_via(SourceKind::Subprotocol)
+            .with_detail(detail)
+    }
+
+    fn entries(parts: &Parts) -> Result<Vec<&str>, AuthError> {
+        let mut entries = Vec::new();
+        for header in parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
+            let text = header
+                .to_str()
+                .map_err(|_| Self::malformed("subprotocol header is not visible ASCII"))?;
+            entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+        }
+        Ok(entries)
+    }
+
+    fn rewrite(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        let entries = Self::entries(parts)?;
+        let kept: Vec<&str> = entries
+            .into_iter()
+            .filter(|e| !e.starts_with(&*self.prefix))
+            .collect();
+        let value = if kept.is_empty() {
+            None
+        } else {
+            Some(
+                HeaderValue::from_str(&kept.join(", "))
+                    .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?,
+            )
+        };
+        parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
+        if let Some(value) = value {
+            parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+        }
+        Ok(())
+    }
+}
+
+impl CredentialSource for Subprotocol {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        if !parts.headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
+            return Ok(None);
+        }
+        let entries = Self::entries(parts)?;
+        let mut token = None;
+        let mut others = 0usize;
+        for entry in entries {
+            match entry.strip_prefix(&*self.prefix) {
+                Some(_) if token.is_some() => {
+                    return Err(
+                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Subprotocol)
+                    );
+                }
+                Some(t) => token = Some(t),
+                None => others += 1,
+            }
+        }
+        let Some(token) = token else {
+            return Ok(None);
+        };
+        check_len(token.len(), self.max_len, SourceKind::Subprotocol)?;
+        if others == 0 {
+            return Err(Self::malformed(
+                "subprotocol token offered without an application protocol",
+            ));
+        }
+        let token = token.to_owned();
+        self.rewrite(parts)?;
+        non_empty(token, SourceKind::Subprotocol)
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        let has_token = parts
+            .headers
+            .get_all(SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .any(|h| {
+                h.to_str()
+                    .is_ok_and(|t| t.split(',').any(|e| e.trim().starts_with(&*self.prefix)))
+            });
+        if has_token {
+            self.rewrite(parts)?;
+        }
+        Ok(())
+    }
+}
+
+macro_rules! tuple_source {
+    ($($name:ident),+) => {
+        impl<$($name: CredentialSource),+> CredentialSource for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+                let ($($name,)+) = self;
+                let mut found = None;
+                $(
+                    if found.is_none() {
+                        found = $name.extract(parts)?;
+                    } else {
+                        $name.strip(parts)?;
+                    }
+                )+
+                Ok(found)
+            }
+
+            #[allow(non_snake_case)]
+            fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+                let ($($name,)+) = self;
+                $($name.strip(parts)?;)+
+                Ok(())
+            }
+
+            #[allow(non_snake_case)]
+            fn uses_cookies(&self) -> bool {
+                let ($($name,)+) = self;
+                false $(|| $name.uses_cookies())+
+            }
+
+            #[allow(non_snake_case)]
+            fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
+                let ($($name,)+) = self;
+                $($name.visit_query_params(visit);)+
+            }
+        }
+    };
+}
+
+tuple_source!(A);
+tuple_source!(A, B);
+tuple_source!(A, B, C);
+tuple_source!(A, B, C, D);
+tuple_source!(A, B, C, D, E);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(req: http::request::Builder) -> Parts {
+        req.body(()).unwrap().into_parts().0
+    }
+
+    fn kind(r: Result<Option<Credential>, AuthError>) -> AuthErrorKind {
+        r.unwrap_err().kind()
+    }
+
+    #[test]
+    fn query_decodes_and_strips_keeping_the_rest() {
+        let mut p = parts(Request::get("/ws?a=%20x&ticket=ab%2Bc+d&b=2"));
+        let c = Query::param("ticket").extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.expose_secret(), "ab+c d");
+        assert_eq!(c.via(), SourceKind::Query);
+        assert_eq!(p.uri, "/ws?a=%20x&b=2");
+    }
+
+    #[test]
+    fn query_only_param_drops_question_mark_and_keeps_authority() {
+        let mut p = parts(Request::get("https://example.com/ws?ticket=t"));
+        Query::param("ticket").extract(&mut p).unwrap().unwrap();
+        assert_eq!(p.uri, "https://example.com/ws");
+    }
+
+    #[test]
+    fn query_rejects_duplicates_even_when_encoded() {
+        let mut p = parts(Request::get("/ws?ticket=a&tick%65t=b"));
+        assert_eq!(
+            kind(Query::param("ticket").extract(&mut p)),
+            AuthErrorKind::Ambiguous
+        );
+    }
+
+    #[test]
+    fn query_absent_empty_oversize_and_bad_utf8() {
+        let q = Query::param("ticket").max_len(4);
+        assert!(q
+            .extract(&mut parts(Request::get("/ws?x=1")))
+            .unwrap()
+            .is_none());
+        assert!(q.extract(&mut parts(Request::get("/ws"))).unwrap().is_none());
+        assert_eq!(
+            kind(q.extract(&mut parts(Request::get("/ws?ticket=")))),
+            AuthErrorKind::Invalid
+        );
+        assert_eq!(
+            kind(q.extract(&mut parts(Request::get("/ws?ticket=12345")))),
+            AuthErrorKind::TooLarge
+        );
+        assert_eq!(
+            kind(q.extract(&mut parts(Request::get("/ws?ticket=%FF")))),
+            AuthErrorKind::Malformed
+        );
+    }
+
+    #[test]
+    fn cookie_reads_one_and_keeps_the_others() {
+        let mut p = parts(
+            Request::get("/ws")
+                .header("cookie", "theme=dark; session=s1; lang=en")
+                .header("cookie", "other=1"),
+        );
+        let c = Cookie::named("session").extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.expose_secret(), "s1");
+        let left: Vec<_> = p.headers.get_all(COOKIE).iter().collect();
+        assert_eq!(left, ["theme=dark; lang=en", "other=1"]);
+    }
+
+    #[test]
+    fn cookie_prefix_names_do_not_match_and_duplicates_reject() {
+        let mut p = parts(Request::get("/ws").header("cookie", "session_old=x"));
+        assert!(Cookie::named("session").extract(&mut p).unwrap().is_none());
+        let mut p = parts(
+            Request::get("/ws")
+                .header("cookie", "session=a")
+                .header("cookie", "session=b"),
+        );
+        assert_eq!(
+            kind(Cookie::named("session").extract(&mut p)),
+            AuthErrorKind::Ambiguous
+        );
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_invalid() {
+        let mut p = parts(Request::get("/ws").header("authorization", "bEaReR  tok"));
+        let c = Bearer.extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.expose_secret(), "tok");
+        assert!(!p.headers.contains_key(AUTHORIZATION));
+
+        for bad in ["Basic dXNlcg==", "Bearer", "Bearer   ", ""] {
+            let mut p = parts(Request::get("/ws").header("authorization", bad));
+            assert_eq!(kind(Bearer.extract(&mut p)), AuthErrorKind::Invalid, "{bad}");
+        }
+        let mut p = parts(
+            Request::get("/ws")
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer b"),
+        );
+        assert_eq!(kind(Bearer.extract(&mut p)), AuthErrorKind::Ambiguous);
+    }
+
+    #[test]
+    fn subprotocol_token_is_removed_and_protocols_kept() {
+        let mut p = parts(
+            Request::get("/ws").header("sec-websocket-protocol", "bearer.abc.def, chat, v2"),
+        );
+        let c = Subprotocol::prefix("bearer.")
+            .extract(&mut p)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.expose_secret(), "abc.def");
+        assert_eq!(p.headers[SEC_WEBSOCKET_PROTOCOL], "chat, v2");
+    }
+
+    #[test]
+    fn subprotocol_alone_or_twice_rejects() {
+        let s = Subprotocol::prefix("bearer.");
+        let mut p = parts(Request::get("/ws").header("sec-websocket-protocol", "bearer.abc"));
+        assert_eq!(kind(s.extract(&mut p)), AuthErrorKind::Malformed);
+        let mut p = parts(
+            Request::get("/ws")
+                .header("sec-websocket-protocol", "bearer.a, chat")
+                .header("sec-websocket-protocol", "bearer.b"),
+        );
+        assert_eq!(kind(s.extract(&mut p)), AuthErrorKind::Ambiguous);
+        let mut p = parts(Request::get("/ws").header("sec-websocket-protocol", "chat"));
+        assert!(s.extract(&mut p).unwrap().is_none());
+    }
+
+    #[test]
+    fn tuple_first_present_wins_and_others_are_stripped() {
+        let sources = (
+            Bearer,
+            Query::param("ticket"),
+            Subprotocol::prefix("bearer."),
+        );
+        let mut p = parts(
+            Request::get("/ws?ticket=t")
+                .header("authorization", "Bearer h")
+                .header("sec-websocket-protocol", "bearer.s, chat"),
+        );
+        let c = sources.extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.via(), SourceKind::Header);
+        assert_eq!(c.expose_secret(), "h");
+        assert_eq!(p.uri, "/ws");
+        assert_eq!(p.headers[SEC_WEBSOCKET_PROTOCOL], "chat");
+    }
+}
