@@ -95,7 +95,10 @@ where
     type Identity = V::Identity;
     type Future = V::Future;
 
-    fn authenticate(&self, parts: &mut Parts) -> Result<Option<(SourceKind, V::Future)>, AuthError> {
+    fn authenticate(
+        &self,
+        parts: &mut Parts,
+    ) -> Result<Option<(SourceKind, V::Future)>, AuthError> {
         Ok(self.source.extract(parts)?.map(|credential| {
             let via = credential.via();
             (via, self.verifier.verify(credential))

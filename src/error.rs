@@ -70,6 +70,9 @@ pub enum AuthErrorKind {
     /// The client did not authenticate within the deadline (first-message auth).
     /// Close 4008 (4001 in the JSON preset).
     Timeout,
+    /// Too many outstanding tickets (in total or for this identity). 429; close
+    /// 4429. Retryable after redeeming or letting tickets expire.
+    LimitReached,
 }
 
 impl AuthErrorKind {
@@ -86,6 +89,7 @@ impl AuthErrorKind {
             Self::OriginRejected => "origin_rejected",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
+            Self::LimitReached => "limit_reached",
         }
     }
 }
@@ -172,6 +176,7 @@ impl AuthError {
             AuthErrorKind::Forbidden | AuthErrorKind::OriginRejected => StatusCode::FORBIDDEN,
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            AuthErrorKind::LimitReached => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -204,6 +209,7 @@ impl AuthError {
     /// | 4003 | forbidden (identity or origin) | no |
     /// | 4008 | authentication deadline passed | yes |
     /// | 4400 | malformed, ambiguous or oversize auth message | no |
+    /// | 4429 | too many outstanding tickets | yes, later |
     /// | 1013 | verification backend unavailable | yes, after a delay |
     ///
     /// [RFC 6455 §7.4.2]: https://www.rfc-editor.org/rfc/rfc6455#section-7.4.2
@@ -215,6 +221,7 @@ impl AuthError {
             AuthErrorKind::Timeout => 4008,
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => 4400,
             AuthErrorKind::Unavailable => 1013,
+            AuthErrorKind::LimitReached => 4429,
         }
     }
 
@@ -223,7 +230,10 @@ impl AuthError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
-            AuthErrorKind::Expired | AuthErrorKind::Unavailable | AuthErrorKind::Timeout
+            AuthErrorKind::Expired
+                | AuthErrorKind::Unavailable
+                | AuthErrorKind::Timeout
+                | AuthErrorKind::LimitReached
         )
     }
 
@@ -244,6 +254,7 @@ impl AuthError {
             AuthErrorKind::OriginRejected => "origin not allowed",
             AuthErrorKind::Unavailable => "authentication backend unavailable",
             AuthErrorKind::Timeout => "authentication timed out",
+            AuthErrorKind::LimitReached => "too many outstanding tickets",
         }
     }
 }

@@ -112,7 +112,10 @@ impl std::error::Error for MissingAuthenticated {}
 
 impl IntoResponse for MissingAuthenticated {
     fn into_response(self) -> Response {
-        tracing::error!(missing = self.identity, "identity extractor used without WsAuthLayer");
+        tracing::error!(
+            missing = self.identity,
+            "identity extractor used without WsAuthLayer"
+        );
         (self.status(), self.body_text()).into_response()
     }
 }

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind, ConfigError};
-use crate::verify::{Verified, Verifier};
+use crate::verify::{Subject, Verified, Verifier};
 
 /// Default clock-skew allowance for `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
@@ -61,14 +61,10 @@ pub const MIN_HMAC_SECRET_LEN: usize = 32;
 ///
 /// The verifier needs the expiry to tell the
 /// [`LifetimeGuard`](crate::first_message::LifetimeGuard) when to close the
-/// socket, and a subject to check that an in-band re-authentication is by the
-/// same user.
+/// socket.
 pub trait JwtClaims: DeserializeOwned + Clone + Send + Sync + 'static {
     /// The `exp` claim, seconds since the Unix epoch.
     fn expires_at(&self) -> Option<u64>;
-
-    /// The `sub` claim.
-    fn subject(&self) -> Option<&str>;
 }
 
 /// The registered claims most applications need: `sub` and `exp`. Other claims
@@ -85,9 +81,11 @@ impl JwtClaims for BasicClaims {
     fn expires_at(&self) -> Option<u64> {
         Some(self.exp)
     }
+}
 
-    fn subject(&self) -> Option<&str> {
-        Some(&self.sub)
+impl Subject for BasicClaims {
+    fn subject(&self) -> &str {
+        &self.sub
     }
 }
 
@@ -328,7 +326,10 @@ mod tests {
             Some(UNIX_EPOCH + Duration::from_secs(now + 60))
         );
         assert_eq!(
-            kind(&v, &token(&serde_json::json!({"sub": "a", "exp": now - 30}))),
+            kind(
+                &v,
+                &token(&serde_json::json!({"sub": "a", "exp": now - 30}))
+            ),
             AuthErrorKind::Expired
         );
         assert_eq!(
@@ -350,7 +351,8 @@ mod tests {
             AuthErrorKind::Invalid
         );
         let with_aud = v.clone().audience(&["ws"]).issuer(&["me"]);
-        let good = token(&serde_json::json!({"sub": "a", "exp": now + 60, "aud": "ws", "iss": "me"}));
+        let good =
+            token(&serde_json::json!({"sub": "a", "exp": now + 60, "aud": "ws", "iss": "me"}));
         assert!(with_aud.verify_token(&good).is_ok());
         assert_eq!(
             kind(

@@ -99,6 +99,7 @@ pub mod layer;
 mod origin;
 mod rejection;
 pub mod source;
+pub mod ticket;
 mod verify;
 
 #[cfg(feature = "jwt")]
@@ -111,4 +112,4 @@ pub use crate::extract::MissingAuthenticated;
 pub use crate::layer::{is_websocket_upgrade, Authenticated, Redactor, WsAuth, WsAuthLayer};
 pub use crate::origin::OriginPolicy;
 pub use crate::rejection::{DefaultRejection, OnRejection};
-pub use crate::verify::{Verified, Verifier};
+pub use crate::verify::{Subject, Verified, Verifier};

@@ -207,12 +207,10 @@ fn same_authority(origin: &str, host_header: &str) -> bool {
     };
     let port = host.port_u16().or_else(|| default_port(scheme));
     let (origin_host, origin_port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => {
-            match p.parse::<u16>() {
-                Ok(p) => (h, Some(p)),
-                Err(_) => (authority, default_port(scheme)),
-            }
-        }
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => match p.parse::<u16>() {
+            Ok(p) => (h, Some(p)),
+            Err(_) => (authority, default_port(scheme)),
+        },
         _ => (authority, default_port(scheme)),
     };
     origin_host.eq_ignore_ascii_case(host.host()) && origin_port == port
@@ -235,7 +233,9 @@ mod tests {
     fn allowlist_normalizes_and_rejects() {
         let p = OriginPolicy::allow(["http://127.0.0.1:3000", "https://app.example"]).unwrap();
         assert!(p.check(&parts(Some("http://127.0.0.1:3000"), "x")).is_ok());
-        assert!(p.check(&parts(Some("https://APP.example:443"), "x")).is_ok());
+        assert!(p
+            .check(&parts(Some("https://APP.example:443"), "x"))
+            .is_ok());
         assert!(p.check(&parts(Some("http://127.0.0.1:3001"), "x")).is_err());
         assert!(p.check(&parts(Some("null"), "x")).is_err());
         assert!(p.check(&parts(None, "x")).is_ok());

@@ -182,7 +182,9 @@ impl CredentialSource for Query {
             let (key, value) = split_pair(pair);
             if key_matches(key, &self.name) {
                 if found.is_some() {
-                    return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Query));
+                    return Err(
+                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Query)
+                    );
                 }
                 found = Some(value);
             }
@@ -295,7 +297,9 @@ impl CredentialSource for Cookie {
                     continue;
                 }
                 if found.is_some() {
-                    return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie));
+                    return Err(
+                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie)
+                    );
                 }
                 check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
                 found = Some(cookie.value().to_owned());
@@ -672,7 +676,10 @@ mod tests {
             .extract(&mut parts(Request::get("/ws?x=1")))
             .unwrap()
             .is_none());
-        assert!(q.extract(&mut parts(Request::get("/ws"))).unwrap().is_none());
+        assert!(q
+            .extract(&mut parts(Request::get("/ws")))
+            .unwrap()
+            .is_none());
         assert_eq!(
             kind(q.extract(&mut parts(Request::get("/ws?ticket=")))),
             AuthErrorKind::Invalid
@@ -724,7 +731,11 @@ mod tests {
 
         for bad in ["Basic dXNlcg==", "Bearer", "Bearer   ", ""] {
             let mut p = parts(Request::get("/ws").header("authorization", bad));
-            assert_eq!(kind(Bearer.extract(&mut p)), AuthErrorKind::Invalid, "{bad}");
+            assert_eq!(
+                kind(Bearer.extract(&mut p)),
+                AuthErrorKind::Invalid,
+                "{bad}"
+            );
         }
         let mut p = parts(
             Request::get("/ws")
@@ -736,9 +747,8 @@ mod tests {
 
     #[test]
     fn subprotocol_token_is_removed_and_protocols_kept() {
-        let mut p = parts(
-            Request::get("/ws").header("sec-websocket-protocol", "bearer.abc.def, chat, v2"),
-        );
+        let mut p =
+            parts(Request::get("/ws").header("sec-websocket-protocol", "bearer.abc.def, chat, v2"));
         let c = Subprotocol::prefix("bearer.")
             .extract(&mut p)
             .unwrap()

@@ -105,3 +105,29 @@ where
         self(credential)
     }
 }
+
+/// The stable name of an identity: who it is, independent of which credential
+/// proved it. Used to cap outstanding tickets per user and to check that an
+/// in-band re-authentication is by the same user.
+pub trait Subject {
+    /// The subject, e.g. a JWT's `sub` or a user id.
+    fn subject(&self) -> &str;
+}
+
+impl Subject for String {
+    fn subject(&self) -> &str {
+        self
+    }
+}
+
+impl Subject for std::sync::Arc<str> {
+    fn subject(&self) -> &str {
+        self
+    }
+}
+
+impl<I: Subject> Subject for crate::layer::Authenticated<I> {
+    fn subject(&self) -> &str {
+        self.identity.subject()
+    }
+}

@@ -54,9 +54,9 @@
 //!
 //! [RFC 8441]: https://www.rfc-editor.org/rfc/rfc8441
 
+mod future;
 #[allow(clippy::module_inception)]
 mod layer;
-mod future;
 mod service;
 
 use std::fmt;
@@ -177,7 +177,11 @@ impl fmt::Display for RedactedUri<'_> {
                 f.write_str("&")?;
             }
             let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if self.params.iter().any(|p| crate::source::key_matches(key, p)) {
+            if self
+                .params
+                .iter()
+                .any(|p| crate::source::key_matches(key, p))
+            {
                 write!(f, "{key}=[redacted]")?;
             } else {
                 f.write_str(pair)?;

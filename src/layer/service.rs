@@ -119,7 +119,9 @@ where
                 tracing::debug!("websocket upgrade continues anonymous");
                 ResponseFuture::call(self.inner.call(Request::from_parts(parts, body)))
             }
-            Ok(None) => ResponseFuture::reject(shared.reject(AuthError::new(AuthErrorKind::Missing))),
+            Ok(None) => {
+                ResponseFuture::reject(shared.reject(AuthError::new(AuthErrorKind::Missing)))
+            }
             Ok(Some((via, verification))) => {
                 // The ready service moves into the future; a fresh clone stays
                 // here to be driven to readiness next time.

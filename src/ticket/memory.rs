@@ -1,0 +1,360 @@
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::future::{ready, Ready};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{bounded_ttl, ticket_key, unknown_ticket, IssuedTicket, Ticket, TicketStore};
+use crate::credential::Credential;
+use crate::error::{AuthError, AuthErrorKind};
+use crate::verify::{Subject, Verified};
+
+const SHARDS: usize = 16;
+
+/// Default cap on outstanding tickets in one store.
+pub const DEFAULT_MAX_TICKETS: usize = 100_000;
+/// Default cap on outstanding tickets per subject.
+pub const DEFAULT_MAX_TICKETS_PER_SUBJECT: usize = 16;
+
+/// The in-memory ticket store: the embedded default for a single server
+/// instance. Cheap to clone (clones share the store).
+///
+/// Sharded over 16 mutexes so both cores issue and redeem without waiting on
+/// each other. Expired tickets are reclaimed from a per-shard expiry heap as
+/// new tickets are issued, never by scanning the whole store. Outstanding
+/// tickets are capped in total and per [`Subject`], so a client cannot grow
+/// the server's memory without bound; at the cap, issuing fails with
+/// [`LimitReached`](AuthErrorKind::LimitReached) (429 at the endpoint).
+///
+/// For several server instances behind a load balancer use
+/// `RedisTicketStore` (feature `redis`).
+pub struct MemoryTicketStore<I> {
+    inner: Arc<Inner<I>>,
+}
+
+struct Inner<I> {
+    shards: Box<[Mutex<Shard<I>>]>,
+    hasher: RandomState,
+    total: AtomicUsize,
+    max_total: usize,
+    max_per_subject: usize,
+}
+
+struct Shard<I> {
+    tickets: HashMap<[u8; 32], Entry<I>>,
+    expiry: BinaryHeap<Reverse<(Instant, [u8; 32])>>,
+    per_subject: HashMap<Box<str>, usize>,
+}
+
+struct Entry<I> {
+    identity: I,
+    subject: Box<str>,
+    credential_expires_at: Option<SystemTime>,
+    expires: Instant,
+}
+
+impl<I> Default for Shard<I> {
+    fn default() -> Self {
+        Self {
+            tickets: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            per_subject: HashMap::new(),
+        }
+    }
+}
+
+impl<I> Clone for MemoryTicketStore<I> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<I> fmt::Debug for MemoryTicketStore<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryTicketStore")
+            .field("outstanding", &self.inner.total.load(Ordering::Relaxed))
+            .field("max_total", &self.inner.max_total)
+            .field("max_per_subject", &self.inner.max_per_subject)
+            .finish()
+    }
+}
+
+impl<I> Default for MemoryTicketStore<I> {
+    fn default() -> Self {
+        Self::with_limits(DEFAULT_MAX_TICKETS, DEFAULT_MAX_TICKETS_PER_SUBJECT)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a shard leaves maps that are still consistent
+    // enough to use: every update is a single insert or remove.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<I> MemoryTicketStore<I> {
+    /// A store with the default caps ([`DEFAULT_MAX_TICKETS`],
+    /// [`DEFAULT_MAX_TICKETS_PER_SUBJECT`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store with these caps on outstanding tickets.
+    pub fn with_limits(max_total: usize, max_per_subject: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+                total: AtomicUsize::new(0),
+                max_total,
+                max_per_subject,
+            }),
+        }
+    }
+
+    /// How many tickets are outstanding (issued, not redeemed, not yet
+    /// reclaimed).
+    pub fn len(&self) -> usize {
+        self.inner.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether no ticket is outstanding.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop every expired ticket now (issuing does this incrementally).
+    pub fn reclaim_expired(&self) {
+        for index in 0..SHARDS {
+            self.reclaim_shard(index, Instant::now());
+        }
+    }
+
+    fn ticket_shard(key: &[u8; 32]) -> usize {
+        usize::from(key[0]) % SHARDS
+    }
+
+    fn subject_shard(&self, subject: &str) -> usize {
+        (self.inner.hasher.hash_one(subject) as usize) % SHARDS
+    }
+
+    fn release_subject(&self, subject: &str) {
+        let mut shard = lock(&self.inner.shards[self.subject_shard(subject)]);
+        if let Some(count) = shard.per_subject.get_mut(subject) {
+            *count -= 1;
+            if *count == 0 {
+                shard.per_subject.remove(subject);
+            }
+        }
+    }
+
+    fn reclaim_shard(&self, index: usize, now: Instant) {
+        let mut released = Vec::new();
+        {
+            let mut shard = lock(&self.inner.shards[index]);
+            while let Some(Reverse((at, key))) = shard.expiry.peek().copied() {
+                if at > now {
+                    break;
+                }
+                shard.expiry.pop();
+                // The heap is lazy: a redeemed ticket's entry is gone already.
+                if shard.tickets.get(&key).is_some_and(|e| e.expires == at) {
+                    if let Some(entry) = shard.tickets.remove(&key) {
+                        released.push(entry.subject);
+                    }
+                }
+            }
+            // Redeemed tickets leave stale heap entries behind; rebuild before
+            // they outnumber the live ones.
+            if shard.expiry.len() > 2 * shard.tickets.len() + 1024 {
+                let rebuilt: BinaryHeap<_> = shard
+                    .tickets
+                    .iter()
+                    .map(|(key, e)| Reverse((e.expires, *key)))
+                    .collect();
+                shard.expiry = rebuilt;
+            }
+        }
+        self.inner
+            .total
+            .fetch_sub(released.len(), Ordering::Relaxed);
+        for subject in released {
+            self.release_subject(&subject);
+        }
+    }
+
+    fn reserve_total(&self) -> Result<(), AuthError> {
+        let limit = || {
+            AuthError::new(AuthErrorKind::LimitReached).with_detail("too many outstanding tickets")
+        };
+        if self.inner.total.fetch_add(1, Ordering::AcqRel) < self.inner.max_total {
+            return Ok(());
+        }
+        self.inner.total.fetch_sub(1, Ordering::AcqRel);
+        self.reclaim_expired();
+        if self.inner.total.fetch_add(1, Ordering::AcqRel) < self.inner.max_total {
+            return Ok(());
+        }
+        self.inner.total.fetch_sub(1, Ordering::AcqRel);
+        Err(limit())
+    }
+
+    fn reserve_subject(&self, subject: &str) -> Result<(), AuthError> {
+        let mut shard = lock(&self.inner.shards[self.subject_shard(subject)]);
+        let count = shard.per_subject.entry(subject.into()).or_insert(0);
+        if *count >= self.inner.max_per_subject {
+            return Err(AuthError::new(AuthErrorKind::LimitReached)
+                .with_detail("too many outstanding tickets for this identity"));
+        }
+        *count += 1;
+        Ok(())
+    }
+}
+
+impl<I> MemoryTicketStore<I>
+where
+    I: Subject + Clone + Send + Sync + 'static,
+{
+    fn issue_now(&self, verified: Verified<I>, ttl: Duration) -> Result<IssuedTicket, AuthError> {
+        let ttl = bounded_ttl(&verified, ttl)?;
+        let ticket = Ticket::generate()?;
+        let key = ticket_key(ticket.expose_secret()).ok_or_else(unknown_ticket)?;
+        let index = Self::ticket_shard(&key);
+        let now = Instant::now();
+        self.reclaim_shard(index, now);
+
+        let subject: Box<str> = verified.identity.subject().into();
+        self.reserve_subject(&subject)?;
+        if let Err(error) = self.reserve_total() {
+            self.release_subject(&subject);
+            return Err(error);
+        }
+        let expires = now + ttl;
+        let mut shard = lock(&self.inner.shards[index]);
+        shard.expiry.push(Reverse((expires, key)));
+        shard.tickets.insert(
+            key,
+            Entry {
+                identity: verified.identity,
+                subject,
+                credential_expires_at: verified.expires_at,
+                expires,
+            },
+        );
+        Ok(IssuedTicket {
+            ticket,
+            expires_in: ttl,
+        })
+    }
+
+    fn redeem_now(&self, ticket: &Credential) -> Result<Verified<I>, AuthError> {
+        let key = ticket_key(ticket.expose_secret()).ok_or_else(unknown_ticket)?;
+        let entry = lock(&self.inner.shards[Self::ticket_shard(&key)])
+            .tickets
+            .remove(&key)
+            .ok_or_else(unknown_ticket)?;
+        self.inner.total.fetch_sub(1, Ordering::Relaxed);
+        self.release_subject(&entry.subject);
+        if entry.expires <= Instant::now() {
+            return Err(unknown_ticket());
+        }
+        Ok(Verified {
+            identity: entry.identity,
+            expires_at: entry.credential_expires_at,
+        })
+    }
+}
+
+impl<I> TicketStore for MemoryTicketStore<I>
+where
+    I: Subject + Clone + Send + Sync + 'static,
+{
+    type Identity = I;
+    type IssueFuture = Ready<Result<IssuedTicket, AuthError>>;
+    type RedeemFuture = Ready<Result<Verified<I>, AuthError>>;
+
+    fn issue(&self, verified: Verified<I>, ttl: Duration) -> Self::IssueFuture {
+        ready(self.issue_now(verified, ttl))
+    }
+
+    fn redeem(&self, ticket: Credential) -> Self::RedeemFuture {
+        ready(self.redeem_now(&ticket))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::SourceKind;
+
+    fn cred(t: &IssuedTicket) -> Credential {
+        Credential::new(SourceKind::Query, t.ticket.expose_secret())
+    }
+
+    #[test]
+    fn exactly_once_and_caps() {
+        let store = MemoryTicketStore::<String>::with_limits(3, 2);
+        let a1 = store
+            .issue_now(Verified::new("a".into()), Duration::from_secs(30))
+            .unwrap();
+        store
+            .issue_now(Verified::new("a".into()), Duration::from_secs(30))
+            .unwrap();
+        let err = store
+            .issue_now(Verified::new("a".into()), Duration::from_secs(30))
+            .unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::LimitReached);
+        store
+            .issue_now(Verified::new("b".into()), Duration::from_secs(30))
+            .unwrap();
+        let err = store
+            .issue_now(Verified::new("c".into()), Duration::from_secs(30))
+            .unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::LimitReached);
+        assert_eq!(store.len(), 3);
+
+        assert_eq!(store.redeem_now(&cred(&a1)).unwrap().identity, "a");
+        assert_eq!(
+            store.redeem_now(&cred(&a1)).unwrap_err().kind(),
+            AuthErrorKind::Invalid
+        );
+        assert_eq!(store.len(), 2);
+        store
+            .issue_now(Verified::new("a".into()), Duration::from_secs(30))
+            .unwrap();
+    }
+
+    #[test]
+    fn ttl_is_bounded_by_the_credential_and_expired_tickets_are_reclaimed() {
+        let store = MemoryTicketStore::<String>::new();
+        let soon = SystemTime::now() + Duration::from_millis(50);
+        let t = store
+            .issue_now(
+                Verified::new("a".into()).expires_at(soon),
+                Duration::from_secs(30),
+            )
+            .unwrap();
+        assert!(t.expires_in <= Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        store.reclaim_expired();
+        assert!(store.is_empty());
+        assert_eq!(
+            store.redeem_now(&cred(&t)).unwrap_err().kind(),
+            AuthErrorKind::Invalid
+        );
+        let past = SystemTime::now() - Duration::from_secs(1);
+        let err = store
+            .issue_now(
+                Verified::new("a".into()).expires_at(past),
+                Duration::from_secs(30),
+            )
+            .unwrap_err();
+        assert_eq!(err.kind(), AuthErrorKind::Expired);
+    }
+}
