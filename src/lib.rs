@@ -95,6 +95,7 @@ mod credential;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+pub mod first_message;
 pub mod layer;
 mod origin;
 mod rejection;

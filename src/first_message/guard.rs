@@ -1,0 +1,307 @@
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_core::Stream;
+use futures_sink::Sink;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::message::{MessageKind, WsMessage};
+use super::protocol::{AuthProtocol, Incoming};
+use crate::credential::{Credential, SourceKind};
+use crate::error::{AuthError, AuthErrorKind};
+use crate::verify::{Subject, Verified, Verifier};
+
+/// Far enough to mean "never" for a credential without expiry.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Open,
+    Closing,
+    Closed,
+}
+
+pin_project! {
+    /// Closes an authenticated socket when its credential expires, and lets
+    /// the client extend it by re-authenticating in band.
+    ///
+    /// A `Stream` and `Sink` of the same messages as the socket it wraps: the
+    /// application reads and writes through it as it would through the socket.
+    /// Auth messages (as the [`AuthProtocol`] reads them) never reach the
+    /// application: a re-authentication for the **same** [`Subject`] moves the
+    /// expiry to the new credential's and is answered with the protocol's
+    /// accepted reply (`auth_ok`); any other is answered with the refusal reply
+    /// (`auth_fail`) and changes nothing. At expiry the guard sends the
+    /// protocol's close for [`Expired`](AuthErrorKind::Expired) — 4002 in the
+    /// JSON preset, a code clients should treat as "refresh the credential and
+    /// reconnect" — and the stream ends.
+    ///
+    /// Protocols that do not allow re-authentication (graphql-transport-ws)
+    /// close the socket on a second init (4429).
+    pub struct LifetimeGuard<S, M, V, P>
+    where
+        V: Verifier,
+    {
+        #[pin]
+        socket: S,
+        #[pin]
+        expiry: Sleep,
+        #[pin]
+        verifying: Option<V::Future>,
+        verifier: V,
+        protocol: P,
+        subject: Box<str>,
+        expires_at: Option<SystemTime>,
+        outbox: VecDeque<M>,
+        phase: Phase,
+    }
+}
+
+fn deadline_for(expires_at: Option<SystemTime>) -> Instant {
+    let remaining = match expires_at {
+        Some(at) => at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+        None => NEVER,
+    };
+    Instant::now() + remaining
+}
+
+impl<S, M, V, P> LifetimeGuard<S, M, V, P>
+where
+    V: Verifier,
+{
+    /// Guard `socket`, authenticated as `identity` with a credential expiring at
+    /// `expires_at` (`None`: never). Re-authentication messages are verified
+    /// with `verifier` and read with `protocol`.
+    ///
+    /// Must be created within a tokio runtime (it holds a timer).
+    pub fn new(
+        socket: S,
+        identity: &impl Subject,
+        expires_at: Option<SystemTime>,
+        verifier: V,
+        protocol: P,
+    ) -> Self {
+        Self {
+            socket,
+            expiry: tokio::time::sleep_until(deadline_for(expires_at)),
+            verifying: None,
+            verifier,
+            protocol,
+            subject: identity.subject().into(),
+            expires_at,
+            outbox: VecDeque::new(),
+            phase: Phase::Open,
+        }
+    }
+
+    /// When the current credential expires.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// The wrapped socket.
+    pub fn get_ref(&self) -> &S {
+        &self.socket
+    }
+
+    /// Unwrap the socket; the expiry is no longer enforced.
+    pub fn into_inner(self) -> S {
+        self.socket
+    }
+}
+
+impl<S, M, V, P> fmt::Debug for LifetimeGuard<S, M, V, P>
+where
+    V: Verifier,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifetimeGuard")
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, M, E, V, P> LifetimeGuard<S, M, V, P>
+where
+    S: Stream<Item = Result<M, E>> + Sink<M>,
+    M: WsMessage,
+    V: Verifier,
+    V::Identity: Subject,
+    P: AuthProtocol,
+{
+    /// Write queued replies. Ready once the outbox is empty and flushed.
+    fn poll_outbox(
+        socket: &mut Pin<&mut S>,
+        outbox: &mut VecDeque<M>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), <S as Sink<M>>::Error>> {
+        if outbox.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        while let Some(message) = outbox.pop_front() {
+            match socket.as_mut().poll_ready(cx) {
+                Poll::Ready(Ok(())) => socket.as_mut().start_send(message)?,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    outbox.push_front(message);
+                    return Poll::Pending;
+                }
+            }
+        }
+        socket.as_mut().poll_flush(cx)
+    }
+}
+
+impl<S, M, E, V, P> Stream for LifetimeGuard<S, M, V, P>
+where
+    S: Stream<Item = Result<M, E>> + Sink<M>,
+    M: WsMessage,
+    V: Verifier,
+    V::Identity: Subject,
+    P: AuthProtocol,
+{
+    type Item = Result<M, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            // Replies go out first; a write error surfaces through reads.
+            let flushed = Self::poll_outbox(&mut this.socket, this.outbox, cx);
+            match *this.phase {
+                Phase::Closed => return Poll::Ready(None),
+                Phase::Closing => {
+                    return match flushed {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(_) => {
+                            *this.phase = Phase::Closed;
+                            Poll::Ready(None)
+                        }
+                    };
+                }
+                Phase::Open => {}
+            }
+
+            if this.expiry.as_mut().poll(cx).is_ready() {
+                tracing::debug!("websocket credential expired; closing");
+                let refusal = this
+                    .protocol
+                    .refused(&AuthError::new(AuthErrorKind::Expired));
+                this.outbox
+                    .push_back(M::close(refusal.code, refusal.reason));
+                *this.phase = Phase::Closing;
+                continue;
+            }
+
+            if let Some(verification) = this.verifying.as_mut().as_pin_mut() {
+                if let Poll::Ready(outcome) = verification.poll(cx) {
+                    this.verifying.set(None);
+                    let outcome = outcome.and_then(|verified: Verified<V::Identity>| {
+                        if verified.identity.subject() == &**this.subject {
+                            Ok(verified)
+                        } else {
+                            Err(AuthError::new(AuthErrorKind::Forbidden)
+                                .with_detail("re-authentication as another subject"))
+                        }
+                    });
+                    match outcome {
+                        Ok(verified) => {
+                            *this.expires_at = verified.expires_at;
+                            this.expiry
+                                .as_mut()
+                                .reset(deadline_for(verified.expires_at));
+                            tracing::debug!("websocket re-authenticated");
+                            if let Some(reply) = this.protocol.accepted(this.subject) {
+                                this.outbox.push_back(M::text(reply));
+                            }
+                        }
+                        Err(error) => {
+                            tracing::info!(reason = %error.kind(), "websocket re-authentication refused");
+                            if let Some(reply) = this.protocol.refused(&error).reply {
+                                this.outbox.push_back(M::text(reply));
+                            }
+                        }
+                    }
+                    continue;
+                }
+            }
+
+            let message = match this.socket.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(message))) => message,
+                other => return other,
+            };
+            let token = match message.kind() {
+                MessageKind::Text(text) if this.protocol.may_be_auth(text) => {
+                    match this.protocol.read(text) {
+                        Incoming::Auth(token) => token,
+                        _ => return Poll::Ready(Some(Ok(message))),
+                    }
+                }
+                _ => return Poll::Ready(Some(Ok(message))),
+            };
+            if !this.protocol.allows_reauth() {
+                let refusal = this
+                    .protocol
+                    .refused(&AuthError::new(AuthErrorKind::Ambiguous));
+                if let Some(reply) = refusal.reply {
+                    this.outbox.push_back(M::text(reply));
+                }
+                this.outbox
+                    .push_back(M::close(refusal.code, refusal.reason));
+                *this.phase = Phase::Closing;
+                continue;
+            }
+            if this.verifying.is_some() {
+                // One re-authentication at a time.
+                let refusal = this
+                    .protocol
+                    .refused(&AuthError::new(AuthErrorKind::Ambiguous));
+                if let Some(reply) = refusal.reply {
+                    this.outbox.push_back(M::text(reply));
+                }
+                continue;
+            }
+            let credential = Credential::new(SourceKind::FirstMessage, token);
+            this.verifying.set(Some(this.verifier.verify(credential)));
+        }
+    }
+}
+
+impl<S, M, E, V, P> Sink<M> for LifetimeGuard<S, M, V, P>
+where
+    S: Stream<Item = Result<M, E>> + Sink<M>,
+    M: WsMessage,
+    V: Verifier,
+    V::Identity: Subject,
+    P: AuthProtocol,
+{
+    type Error = <S as Sink<M>>::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let mut this = self.project();
+        if !this.outbox.is_empty() {
+            std::task::ready!(Self::poll_outbox(&mut this.socket, this.outbox, cx))?;
+        }
+        this.socket.poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: M) -> Result<(), Self::Error> {
+        self.project().socket.start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.project().socket.poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.project().socket.poll_close(cx)
+    }
+}
