@@ -49,8 +49,10 @@ pin_project! {
     {
         #[pin]
         socket: S,
-        #[pin]
-        expiry: Sleep,
+        // Boxed (once per connection) so the guard is `Unpin` whenever the
+        // socket is: applications can then call `next()`/`send()` on it
+        // without pinning it themselves.
+        expiry: Pin<Box<Sleep>>,
         #[pin]
         verifying: Option<V::Future>,
         verifier: V,
@@ -90,7 +92,7 @@ where
     ) -> Self {
         Self {
             socket,
-            expiry: tokio::time::sleep_until(deadline_for(expires_at)),
+            expiry: Box::pin(tokio::time::sleep_until(deadline_for(expires_at))),
             verifying: None,
             verifier,
             protocol,

@@ -1,0 +1,295 @@
+//! The demo application: every pattern of tower-ws-auth behind one router.
+//! `main.rs` serves it; the integration and browser tests build the same router.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header as JwtHeader};
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_ws_auth::first_message::{FirstMessageAuth, JsonAuth, LifetimeGuard};
+use tower_ws_auth::jwt::{now_secs, BasicClaims, JwtVerifier};
+use tower_ws_auth::source::{Bearer, Cookie, Query, Subprotocol};
+use tower_ws_auth::ticket::{MemoryTicketStore, Ticket, TicketEndpoint, TicketStore};
+use tower_ws_auth::{
+    AuthError, AuthErrorKind, Authenticated, Credential, OriginPolicy, SourceKind, Verified,
+    WsAuthLayer,
+};
+use tracing::Level;
+
+/// Longest login token the demo issues: 15 minutes.
+pub const TOKEN_TTL_SECS: u64 = 15 * 60;
+
+/// What the demo needs to start.
+pub struct Config {
+    /// HS256 secret for login tokens.
+    pub jwt_secret: Vec<u8>,
+    /// Origins allowed to open sockets.
+    pub allowed_origins: Vec<String>,
+    /// Redis for tickets; the in-memory store when `None`.
+    pub redis_url: Option<String>,
+}
+
+type Sessions = Arc<Mutex<HashMap<String, BasicClaims>>>;
+
+#[derive(Clone)]
+struct AppState {
+    encoding: EncodingKey,
+    jwt: JwtVerifier<BasicClaims>,
+    sessions: Sessions,
+}
+
+/// The demo's router.
+pub fn router(config: Config) -> Result<Router, Box<dyn std::error::Error>> {
+    match config.redis_url.as_deref() {
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let store = tower_ws_auth::ticket::RedisTicketStore::<BasicClaims>::open(url)?;
+            build(config, store)
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err("REDIS_URL is set: run the demo with `--features redis`".into()),
+        None => build(config, MemoryTicketStore::<BasicClaims>::new()),
+    }
+}
+
+fn build<St>(config: Config, tickets: St) -> Result<Router, Box<dyn std::error::Error>>
+where
+    St: TicketStore<Identity = BasicClaims> + Clone + Send + Sync + 'static,
+    St::IssueFuture: Send,
+    St::RedeemFuture: Send + 'static,
+{
+    let jwt = JwtVerifier::<BasicClaims>::hs256(&config.jwt_secret)?;
+    let origins = OriginPolicy::allow(&config.allowed_origins)?;
+    let state = AppState {
+        encoding: EncodingKey::from_secret(&config.jwt_secret),
+        jwt: jwt.clone(),
+        sessions: Sessions::default(),
+    };
+
+    let sessions = state.sessions.clone();
+    let session_lookup = move |credential: Credential| {
+        let found = sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(credential.expose_secret()).cloned());
+        std::future::ready(match found {
+            Some(claims) if claims.exp > now_secs() => {
+                let expires = UNIX_EPOCH + Duration::from_secs(claims.exp);
+                Ok(Verified::new(claims).expires_at(expires))
+            }
+            Some(_) => Err(AuthError::new(AuthErrorKind::Expired)),
+            None => Err(AuthError::new(AuthErrorKind::Invalid)),
+        })
+    };
+
+    // Header first (native clients), then the one-time ticket, the session
+    // cookie and the subprotocol token (browsers).
+    let ws_auth = WsAuthLayer::new(Bearer, jwt.clone())
+        .or(Query::param("ticket"), tickets.verifier())
+        .or(Cookie::named("session"), session_lookup)
+        .or(Subprotocol::prefix("bearer."), jwt.clone())
+        .origin(origins.clone());
+    let redactor = ws_auth.redactor();
+
+    let ticket_auth = WsAuthLayer::new(Bearer, jwt).all_requests();
+    let origin_only = middleware::from_fn(move |req: Request, next: Next| {
+        let origins = origins.clone();
+        async move { check_origin(&origins, req, next).await }
+    });
+
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/login", post(login))
+        .route(
+            "/ws-ticket",
+            post(TicketEndpoint::new(tickets)).route_layer(ticket_auth),
+        )
+        .route("/ws", get(ws).route_layer(ws_auth))
+        .route(
+            "/ws/first-message",
+            get(first_message).route_layer(origin_only),
+        )
+        .with_state(state)
+        .layer(
+            // Outside the auth layers, so it sees the URI before the ticket
+            // is stripped: the redactor keeps the ticket out of the log.
+            TraceLayer::new_for_http()
+                .make_span_with(move |req: &Request| {
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        uri = %redactor.uri(req.uri()),
+                    )
+                })
+                .on_request(|_: &Request, _: &tracing::Span| {
+                    tracing::info!("started");
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        );
+    Ok(app)
+}
+
+async fn page() -> impl IntoResponse {
+    Html(include_str!("page.html"))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+    /// Token lifetime in seconds (1 to 900, default 900), to try expiry.
+    ttl_secs: Option<u64>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    body: Result<Json<Login>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(login)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected {\"user\": \"name\"}"})),
+        )
+            .into_response();
+    };
+    let valid_user = !login.user.is_empty()
+        && login.user.len() <= 64
+        && login
+            .user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid_user {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "user must be 1-64 characters of [A-Za-z0-9_-]"})),
+        )
+            .into_response();
+    }
+    let ttl = login
+        .ttl_secs
+        .unwrap_or(TOKEN_TTL_SECS)
+        .clamp(1, TOKEN_TTL_SECS);
+    let claims = BasicClaims {
+        sub: login.user,
+        exp: now_secs() + ttl,
+    };
+    let Ok(token) = encode(&JwtHeader::new(Algorithm::HS256), &claims, &state.encoding) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(session) = Ticket::generate() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let session = session.expose_secret().to_owned();
+    if let Ok(mut sessions) = state.sessions.lock() {
+        let now = now_secs();
+        sessions.retain(|_, c| c.exp > now);
+        sessions.insert(session.clone(), claims);
+    }
+    let cookie = format!("session={session}; HttpOnly; SameSite=Lax; Path=/");
+    let mut response = Json(json!({ "token": token })).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn via_label(via: SourceKind) -> &'static str {
+    match via {
+        SourceKind::Query => "ticket",
+        other => other.as_str(),
+    }
+}
+
+async fn ws(
+    upgrade: WebSocketUpgrade,
+    State(state): State<AppState>,
+    auth: Authenticated<BasicClaims>,
+) -> Response {
+    upgrade
+        .protocols(["chat"])
+        .on_upgrade(move |socket: WebSocket| async move {
+            let welcome = json!({
+                "type": "welcome",
+                "user": auth.identity.sub,
+                "via": via_label(auth.via),
+            });
+            let mut socket =
+                LifetimeGuard::new(socket, &auth.identity, auth.expires_at, state.jwt, JsonAuth);
+            if socket
+                .send(Message::text(welcome.to_string()))
+                .await
+                .is_ok()
+            {
+                echo(socket).await;
+            }
+        })
+}
+
+async fn first_message(upgrade: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    upgrade.on_upgrade(move |socket: WebSocket| async move {
+        let auth = FirstMessageAuth::json();
+        if let Ok((verified, socket)) = auth.authenticate(socket, &state.jwt).await {
+            let guard = LifetimeGuard::new(
+                socket,
+                &verified.identity,
+                verified.expires_at,
+                state.jwt,
+                JsonAuth,
+            );
+            echo(guard).await;
+        }
+    })
+}
+
+/// Echo every text message until the socket ends.
+async fn echo<S, E>(mut socket: S)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(text) => {
+                if socket.send(Message::Text(text)).await.is_err() {
+                    break;
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+}
+
+async fn check_origin(origins: &OriginPolicy, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Err(error) = origins.check(&parts) {
+        tracing::info!(reason = %error.kind(), "websocket authentication refused");
+        return (error.status(), error.body_text()).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// A fresh random HS256 secret.
+pub fn random_secret() -> Vec<u8> {
+    let mut secret = vec![0u8; 32];
+    getrandom::fill(&mut secret).expect("the OS random number generator is available");
+    secret
+}
+
+/// Seconds since the epoch as a `SystemTime`, for tests.
+#[allow(dead_code)]
+pub fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}

@@ -1,0 +1,46 @@
+//! `cargo run --example demo`: every WebSocket authentication pattern on
+//! <http://127.0.0.1:3000>.
+//!
+//! `DEMO_ADDR` overrides the address, `DEMO_JWT_SECRET` the HS256 secret
+//! (random per start otherwise), `REDIS_URL` switches tickets to Redis.
+
+mod app;
+
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+
+    let addr = std::env::var("DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let listener = TcpListener::bind(&addr).await?;
+    let port = listener.local_addr()?.port();
+    let jwt_secret = match std::env::var("DEMO_JWT_SECRET") {
+        Ok(secret) => secret.into_bytes(),
+        Err(_) => app::random_secret(),
+    };
+    let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
+    let router = app::router(app::Config {
+        jwt_secret,
+        allowed_origins: vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ],
+        redis_url: redis_url.clone(),
+    })?;
+    let store = if redis_url.is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
+    tracing::info!(
+        "demo on http://{} (tickets: {store})",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router).await?;
+    Ok(())
+}

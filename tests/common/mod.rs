@@ -1,0 +1,142 @@
+//! What the integration tests share: real servers on 127.0.0.1:0, a real
+//! WebSocket client, token minting.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use http::{HeaderMap, StatusCode};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const SECRET: &[u8] = b"integration-test-secret-32-bytes!";
+
+/// Serve `router` on a free loopback port.
+pub async fn serve(router: axum::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+/// A refused handshake as the client saw it.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// Open `ws://addr{path}` with extra headers. `Ok` with the socket and the
+/// handshake response's headers, or `Err` with the refusal.
+pub async fn connect(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Client, HeaderMap), Refused> {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, response)) => Ok((socket, response.headers().clone())),
+        Err(tungstenite::Error::Http(response)) => Err(Refused {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default(),
+        }),
+        Err(other) => panic!("handshake failed below HTTP: {other}"),
+    }
+}
+
+/// The status of a handshake that must be refused.
+pub async fn refused(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Refused {
+    match connect(addr, path, headers).await {
+        Ok(_) => panic!("{path} with {headers:?} was accepted"),
+        Err(refused) => refused,
+    }
+}
+
+/// Next text frame as JSON, within 5 s.
+pub async fn next_json(socket: &mut Client) -> Value {
+    let text = next_text(socket).await;
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Next text frame, within 5 s.
+pub async fn next_text(socket: &mut Client) -> String {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("socket open")
+            .expect("frame");
+        match message {
+            Message::Text(text) => return text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+/// Send `text`, expect it echoed.
+pub async fn assert_echo(socket: &mut Client, text: &str) {
+    socket.send(Message::text(text)).await.unwrap();
+    assert_eq!(next_text(socket).await, text);
+}
+
+/// Wait for the server's close frame; its code, within `within`.
+pub async fn close_code(socket: &mut Client, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => panic!("no close within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    tower_ws_auth::jwt::now_secs()
+}
+
+/// An HS256 token for `claims` signed with `secret`.
+pub fn hs256(claims: &Value, secret: &[u8]) -> String {
+    tower_ws_auth::jwt::install_crypto_provider().unwrap();
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// An HS256 token for `sub`, valid for `ttl` seconds, with the test secret.
+pub fn token(sub: &str, ttl: u64) -> String {
+    hs256(
+        &serde_json::json!({ "sub": sub, "exp": now() + ttl }),
+        SECRET,
+    )
+}
+
+pub fn key(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
