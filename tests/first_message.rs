@@ -83,7 +83,6 @@ where
     while let Some(Ok(message)) = guard.next().await {
         let reply = match message.kind() {
             MessageKind::Text(text) => M::text(text.to_owned()),
-            MessageKind::Close => break,
             _ => continue,
         };
         if guard.send(reply).await.is_err() {

@@ -266,7 +266,8 @@ where
                     break;
                 }
             }
-            Message::Close(_) => break,
+            // Keep reading after a close frame: the library answers it and
+            // then ends the stream.
             _ => {}
         }
     }
