@@ -302,22 +302,42 @@ mod redis_store {
         }
     }
 
+    /// The Redis named by `REDIS_URL` (CI starts one), else one of this test's own.
+    fn shared_redis() -> (String, Option<RedisServer>) {
+        match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let server = RedisServer::start();
+                (server.url(), Some(server))
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_store_redeems_exactly_once() {
-        let redis = RedisServer::start();
-        exercise(RedisTicketStore::<BasicClaims>::open(&redis.url()).unwrap()).await;
+        let (url, _server) = shared_redis();
+        exercise(
+            RedisTicketStore::<BasicClaims>::open(&url)
+                .unwrap()
+                .prefix("exactly-once:"),
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_instances_share_one_redis() {
-        let redis = RedisServer::start();
+        let (url, _server) = shared_redis();
         let a = ticket_server(
-            RedisTicketStore::<BasicClaims>::open(&redis.url()).unwrap(),
+            RedisTicketStore::<BasicClaims>::open(&url)
+                .unwrap()
+                .prefix("shared:"),
             Duration::from_secs(30),
         )
         .await;
         let b = ticket_server(
-            RedisTicketStore::<BasicClaims>::open(&redis.url()).unwrap(),
+            RedisTicketStore::<BasicClaims>::open(&url)
+                .unwrap()
+                .prefix("shared:"),
             Duration::from_secs(30),
         )
         .await;
