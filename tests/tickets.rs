@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -19,35 +18,6 @@ use tower_ws_auth::jwt::{BasicClaims, JwtVerifier};
 use tower_ws_auth::source::{Bearer, Query};
 use tower_ws_auth::ticket::{MemoryTicketStore, TicketEndpoint, TicketStore};
 use tower_ws_auth::{Authenticated, WsAuthLayer};
-
-/// Everything every test in this binary logged.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Writer(sink.clone()))
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        logs
-    })
-    .clone()
-}
-
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn report(upgrade: WebSocketUpgrade, auth: Authenticated<BasicClaims>, uri: Uri) -> Response {
     upgrade.on_upgrade(move |mut socket| async move {
@@ -85,35 +55,15 @@ where
     serve(app).await
 }
 
-/// `POST /ws-ticket` as `sub`: status and body.
+/// `POST /ws-ticket`, with a bearer token or none.
 async fn post_ticket(
     addr: SocketAddr,
     bearer: Option<&str>,
 ) -> (StatusCode, serde_json::Value, http::HeaderMap) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!("POST /ws-ticket HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(len) = response.parse(&raw).unwrap() else {
-        panic!("incomplete response");
-    };
-    let status = StatusCode::from_u16(response.code.unwrap()).unwrap();
-    let mut map = http::HeaderMap::new();
-    for h in response.headers.iter() {
-        map.append(
-            http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
-            http::HeaderValue::from_bytes(h.value).unwrap(),
-        );
-    }
-    let body = serde_json::from_slice(&raw[len..]).unwrap_or(serde_json::Value::Null);
-    (status, body, map)
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let response = http(addr, "POST", "/ws-ticket", &headers, "").await;
+    (response.status, response.json(), response.headers)
 }
 
 async fn issue(addr: SocketAddr, sub: &str) -> String {
@@ -131,8 +81,7 @@ async fn redeem_status(addr: SocketAddr, ticket: &str) -> Result<serde_json::Val
 }
 
 fn assert_not_logged(tickets: &[String]) {
-    let logs = captured_logs();
-    let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let logs = log_text();
     assert!(
         logs.contains("ticket=[redacted]"),
         "the trace layer logged the upgrade"

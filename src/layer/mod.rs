@@ -196,3 +196,111 @@ impl fmt::Debug for RedactedUri<'_> {
         fmt::Display::fmt(self, f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::{ready, Ready};
+
+    use http::{Request, Response, StatusCode, Version};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::*;
+    use crate::source::Bearer;
+    use crate::{AuthError, AuthErrorKind, Credential, Verified};
+
+    fn verify(c: Credential) -> Ready<Result<Verified<String>, AuthError>> {
+        ready(if c.ct_eq("good") {
+            Ok(Verified::new("alice".to_owned()))
+        } else {
+            Err(AuthErrorKind::Invalid.into())
+        })
+    }
+
+    async fn call(
+        layer: &WsAuthLayer<impl Authenticate + Clone>,
+        req: Request<()>,
+    ) -> Response<String> {
+        let inner = service_fn(|req: Request<()>| async move {
+            let who = req
+                .extensions()
+                .get::<Authenticated<String>>()
+                .map_or("anonymous".to_owned(), |a| a.identity.clone());
+            Ok::<_, Infallible>(Response::new(who))
+        });
+        layer.layer(inner).oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn http2_extended_connect_is_authenticated() {
+        let layer = WsAuthLayer::new(Bearer, verify);
+        let connect = || Request::connect("https://chat.example/ws").version(Version::HTTP_2);
+        let refused = call(&layer, connect().body(()).unwrap()).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let ok = call(
+            &layer,
+            connect()
+                .header("authorization", "Bearer good")
+                .body(())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(ok.into_body(), "alice");
+    }
+
+    #[tokio::test]
+    async fn plain_requests_pass_unless_all_requests_are_guarded() {
+        let plain = || Request::get("/api").body(()).unwrap();
+        let layer = WsAuthLayer::new(Bearer, verify);
+        assert_eq!(call(&layer, plain()).await.into_body(), "anonymous");
+        let guarded = WsAuthLayer::new(Bearer, verify).all_requests();
+        assert_eq!(
+            call(&guarded, plain()).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rejection_carries_the_error_and_can_be_replaced() {
+        let upgrade = || {
+            Request::get("/ws")
+                .header("upgrade", "websocket")
+                .header("authorization", "Bearer bad")
+                .body(())
+                .unwrap()
+        };
+        let refused = call(&WsAuthLayer::new(Bearer, verify), upgrade()).await;
+        let error = refused.extensions().get::<AuthError>().unwrap();
+        assert_eq!(error.kind(), AuthErrorKind::Invalid);
+        assert_eq!(error.via(), Some(SourceKind::Header));
+
+        let hidden = WsAuthLayer::new(Bearer, verify).on_rejection(|_e: AuthError| {
+            let mut r = Response::new(String::new());
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        });
+        let inner = service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        });
+        let response = hidden.layer(inner).oneshot(upgrade()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn upgrade_detection() {
+        let req = |b: http::request::Builder| b.body(()).unwrap();
+        assert!(is_websocket_upgrade(&req(
+            Request::get("/").header("upgrade", "WebSocket")
+        )));
+        assert!(is_websocket_upgrade(&req(
+            Request::get("/").header("upgrade", "h2c, websocket")
+        )));
+        assert!(!is_websocket_upgrade(&req(
+            Request::get("/").header("upgrade", "h2c")
+        )));
+        assert!(!is_websocket_upgrade(&req(Request::get("/"))));
+        assert!(!is_websocket_upgrade(&req(Request::connect(
+            "example.com:443"
+        ))));
+    }
+}
