@@ -297,7 +297,8 @@ async fn duplicated_credentials_are_400() {
     );
     let query = format!("/ws?token={}&token={}", good("a"), good("b"));
     let protocols = format!("bearer.{}, bearer.{}, chat", good("a"), good("b"));
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "two authorization headers",
             "/ws",
