@@ -112,6 +112,8 @@ async fn tungstenite_server() -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut path = String::new();
+                // The handshake callback's signature is tungstenite's.
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &http::Request<()>, res| {
                     path = req.uri().path().to_owned();
                     Ok(res)
