@@ -259,16 +259,13 @@ async fn echo<S, E>(mut socket: S)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
+    // Other frames are skipped; after a close frame the library answers it
+    // and then ends the stream.
     while let Some(Ok(message)) = socket.next().await {
-        match message {
-            Message::Text(text) => {
-                if socket.send(Message::Text(text)).await.is_err() {
-                    break;
-                }
+        if let Message::Text(text) = message {
+            if socket.send(Message::Text(text)).await.is_err() {
+                break;
             }
-            // Keep reading after a close frame: the library answers it and
-            // then ends the stream.
-            _ => {}
         }
     }
 }
