@@ -68,7 +68,7 @@ fn sources(c: &mut Criterion) {
         "/ws?room=general&ticket={ticket}&x=1"
     )));
     group.bench_function("query/baseline: uri.query() lookup", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || query.clone(),
             |p| {
                 black_box(p.uri.query().and_then(|q| {
@@ -82,9 +82,9 @@ fn sources(c: &mut Criterion) {
     });
     let source = Query::param("ticket");
     group.bench_function("query/extract+strip", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || query.clone(),
-            |mut p| black_box(source.extract(&mut p)),
+            |p| black_box(source.extract(p)),
             BatchSize::SmallInput,
         )
     });
@@ -94,33 +94,39 @@ fn sources(c: &mut Criterion) {
         format!("_ga=GA1.1.1234567890.1700000000; theme=dark; lang=en-GB; session={ticket}; consent=yes; _gid=GA1.1.987"),
     ));
     group.bench_function("cookie/baseline: headers.get(cookie)", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || cookies.clone(),
             |p| black_box(p.headers.get("cookie").map(|v| v.len())),
             BatchSize::SmallInput,
         )
     });
+    let pair = format!("session={ticket}");
+    group.bench_function("cookie/the cookie crate parsing the one named pair", |b| {
+        b.iter(|| {
+            black_box(cookie::Cookie::parse(black_box(pair.as_str())).map(|c| c.value().len()))
+        })
+    });
     let source = Cookie::named("session");
     group.bench_function("cookie/extract+strip (6 cookies)", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || cookies.clone(),
-            |mut p| black_box(source.extract(&mut p)),
+            |p| black_box(source.extract(p)),
             BatchSize::SmallInput,
         )
     });
 
     let bearer = parts(upgrade().header("authorization", format!("Bearer {token}")));
     group.bench_function("bearer/baseline: headers.get(authorization)", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || bearer.clone(),
             |p| black_box(p.headers.get("authorization").map(|v| v.len())),
             BatchSize::SmallInput,
         )
     });
     group.bench_function("bearer/extract+strip", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || bearer.clone(),
-            |mut p| black_box(Bearer.extract(&mut p)),
+            |p| black_box(Bearer.extract(p)),
             BatchSize::SmallInput,
         )
     });
@@ -129,7 +135,7 @@ fn sources(c: &mut Criterion) {
     group.bench_function(
         "subprotocol/baseline: headers.get(sec-websocket-protocol)",
         |b| {
-            b.iter_batched(
+            b.iter_batched_ref(
                 || sub.clone(),
                 |p| black_box(p.headers.get("sec-websocket-protocol").map(|v| v.len())),
                 BatchSize::SmallInput,
@@ -138,9 +144,9 @@ fn sources(c: &mut Criterion) {
     );
     let source = Subprotocol::prefix("bearer.");
     group.bench_function("subprotocol/extract+strip", |b| {
-        b.iter_batched(
+        b.iter_batched_ref(
             || sub.clone(),
-            |mut p| black_box(source.extract(&mut p)),
+            |p| black_box(source.extract(p)),
             BatchSize::SmallInput,
         )
     });
@@ -178,13 +184,21 @@ fn layer_vs_decode(
     };
 
     let mut group = c.benchmark_group(format!("layer/{name}"));
-    group.bench_function("baseline: jsonwebtoken::decode", |b| {
-        b.iter(|| {
-            black_box(
-                jsonwebtoken::decode::<BasicClaims>(black_box(&token), &decoding, &validation)
-                    .unwrap(),
-            )
-        })
+    // The work without this crate: decode the token, hand the request to the
+    // same inner service.
+    let mut bare = inner();
+    group.bench_function("baseline: jsonwebtoken::decode + inner service", |b| {
+        b.iter_batched(
+            request,
+            |req| {
+                let claims =
+                    jsonwebtoken::decode::<BasicClaims>(black_box(&token), &decoding, &validation)
+                        .unwrap();
+                black_box(claims);
+                black_box(now(bare.call(req)).unwrap())
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.bench_function("WsAuthLayer on the upgrade request", |b| {
         b.iter_batched(
@@ -200,7 +214,43 @@ fn layer_vs_decode(
     group.finish();
 }
 
+/// The layer with a verifier that does no cryptography, against the bare
+/// inner service: what the layer itself costs.
+fn layer_alone(c: &mut Criterion) {
+    fn accept(_c: Credential) -> Ready<Result<Verified<BasicClaims>, tower_ws_auth::AuthError>> {
+        ready(Ok(Verified::new(BasicClaims {
+            sub: "alice".into(),
+            exp: 0,
+        })))
+    }
+    let request = || {
+        upgrade()
+            .header("authorization", "Bearer opaque-session-token-0123456789")
+            .body(())
+            .unwrap()
+    };
+    let mut group = c.benchmark_group("layer/no-crypto");
+    let mut bare = inner();
+    group.bench_function("baseline: inner service alone", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(now(bare.call(req)).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut service = WsAuthLayer::new(Bearer, accept).layer(inner());
+    group.bench_function("WsAuthLayer, verifier without crypto", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(now(service.call(req)).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 fn layer(c: &mut Criterion) {
+    layer_alone(c);
     layer_vs_decode(
         c,
         "HS256",

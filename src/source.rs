@@ -165,11 +165,40 @@ fn form_decode(raw: &str) -> Result<Cow<'_, str>, AuthError> {
 /// Whether a raw (encoded) query key names `name`. An encoded key such as
 /// `tick%65t` must count: the application's query parser would decode it.
 pub(crate) fn key_matches(raw_key: &str, name: &str) -> bool {
-    raw_key == name || matches!(form_decode(raw_key), Ok(key) if key == name)
+    if raw_key == name {
+        return true;
+    }
+    let encoded = raw_key.bytes().any(|b| b == b'%' || b == b'+');
+    encoded && matches!(form_decode(raw_key), Ok(key) if key == name)
+}
+
+/// The `&`-separated pairs of a query. Byte-wise: faster than a char
+/// searcher on these short strings, and a URI's query is ASCII.
+fn query_pairs(query: &str) -> impl Iterator<Item = &str> {
+    query.split(|c: char| c == '&')
 }
 
 fn split_pair(pair: &str) -> (&str, &str) {
-    pair.split_once('=').unwrap_or((pair, ""))
+    match pair.bytes().position(|b| b == b'=') {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, ""),
+    }
+}
+
+fn query_malformed() -> AuthError {
+    AuthError::new(AuthErrorKind::Malformed)
+        .with_via(SourceKind::Query)
+        .with_detail("request URI cannot be rebuilt")
+}
+
+/// Replace `parts.uri`'s path and query with `path_and_query`.
+fn set_path_and_query(parts: &mut Parts, path_and_query: String) -> Result<(), AuthError> {
+    let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| query_malformed())?;
+    // Taken, not cloned: on failure the request is refused anyway.
+    let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+    uri_parts.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri_parts).map_err(|_| query_malformed())?;
+    Ok(())
 }
 
 impl CredentialSource for Query {
@@ -177,8 +206,12 @@ impl CredentialSource for Query {
         let Some(query) = parts.uri.query() else {
             return Ok(None);
         };
+        // One pass: find the parameter and build the URI without it.
+        let path = parts.uri.path();
+        let mut rebuilt = String::with_capacity(path.len() + 1 + query.len());
+        rebuilt.push_str(path);
         let mut found = None;
-        for pair in query.split('&') {
+        for pair in query_pairs(query) {
             let (key, value) = split_pair(pair);
             if key_matches(key, &self.name) {
                 if found.is_some() {
@@ -187,14 +220,21 @@ impl CredentialSource for Query {
                     );
                 }
                 found = Some(value);
+                continue;
             }
+            rebuilt.push(if rebuilt.len() == path.len() {
+                '?'
+            } else {
+                '&'
+            });
+            rebuilt.push_str(pair);
         }
         let Some(raw) = found else {
             return Ok(None);
         };
         check_len(raw.len(), self.max_len, SourceKind::Query)?;
         let value = form_decode(raw)?.into_owned();
-        self.strip(parts)?;
+        set_path_and_query(parts, rebuilt)?;
         non_empty(value, SourceKind::Query)
     }
 
@@ -202,40 +242,23 @@ impl CredentialSource for Query {
         let Some(query) = parts.uri.query() else {
             return Ok(());
         };
-        let mut kept = String::with_capacity(query.len());
-        let mut removed = false;
-        for pair in query.split('&') {
-            if key_matches(split_pair(pair).0, &self.name) {
-                removed = true;
-                continue;
-            }
-            if !kept.is_empty() {
-                kept.push('&');
-            }
-            kept.push_str(pair);
-        }
-        if !removed {
+        if !query_pairs(query).any(|pair| key_matches(split_pair(pair).0, &self.name)) {
             return Ok(());
         }
         let path = parts.uri.path();
-        let path_and_query = if kept.is_empty() {
-            PathAndQuery::try_from(path)
-        } else {
-            PathAndQuery::try_from(format!("{path}?{kept}"))
-        };
-        let malformed = |_| {
-            AuthError::new(AuthErrorKind::Malformed)
-                .with_via(SourceKind::Query)
-                .with_detail("request URI cannot be rebuilt")
-        };
-        let mut uri_parts = parts.uri.clone().into_parts();
-        uri_parts.path_and_query = Some(path_and_query.map_err(malformed)?);
-        parts.uri = Uri::from_parts(uri_parts).map_err(|_| {
-            AuthError::new(AuthErrorKind::Malformed)
-                .with_via(SourceKind::Query)
-                .with_detail("request URI cannot be rebuilt")
-        })?;
-        Ok(())
+        let mut rebuilt = String::with_capacity(path.len() + 1 + query.len());
+        rebuilt.push_str(path);
+        for pair in query_pairs(query) {
+            if !key_matches(split_pair(pair).0, &self.name) {
+                rebuilt.push(if rebuilt.len() == path.len() {
+                    '?'
+                } else {
+                    '&'
+                });
+                rebuilt.push_str(pair);
+            }
+        }
+        set_path_and_query(parts, rebuilt)
     }
 
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
@@ -280,22 +303,53 @@ impl Cookie {
 
     fn is_named_pair(&self, pair: &str) -> bool {
         let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        name.trim() == self.name
+        name.trim_ascii() == self.name
+    }
+}
+
+fn header_text(value: &HeaderValue) -> Cow<'_, str> {
+    match value.to_str() {
+        Ok(text) => Cow::Borrowed(text),
+        // Cookie headers in the wild carry non-ASCII bytes now and then.
+        Err(_) => String::from_utf8_lossy(value.as_bytes()),
+    }
+}
+
+impl Cookie {
+    fn cookie_malformed() -> AuthError {
+        AuthError::new(AuthErrorKind::Malformed)
+            .with_via(SourceKind::Cookie)
+            .with_detail("cookie header cannot be rebuilt")
     }
 }
 
 impl CredentialSource for Cookie {
     fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
         let mut found: Option<String> = None;
+        // HTTP/1.1 sends one Cookie header: rebuild it in the same pass.
+        let single = parts.headers.get_all(COOKIE).iter().nth(1).is_none();
+        let mut rebuilt: Option<String> = None;
         for header in parts.headers.get_all(COOKIE) {
-            let text = String::from_utf8_lossy(header.as_bytes());
+            let text = header_text(header);
             if !text.contains(&*self.name) {
                 continue;
             }
-            for cookie in cookie::Cookie::split_parse(&*text).flatten() {
-                if cookie.name() != self.name {
+            let mut kept = String::with_capacity(text.len());
+            for pair in text.split(';').map(str::trim_ascii) {
+                if pair.is_empty() {
                     continue;
                 }
+                if !self.is_named_pair(pair) {
+                    if !kept.is_empty() {
+                        kept.push_str("; ");
+                    }
+                    kept.push_str(pair);
+                    continue;
+                }
+                // Only the named pair goes through the cookie crate.
+                let Ok(cookie) = cookie::Cookie::parse(pair) else {
+                    continue;
+                };
                 if found.is_some() {
                     return Err(
                         AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie)
@@ -304,38 +358,49 @@ impl CredentialSource for Cookie {
                 check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
                 found = Some(cookie.value().to_owned());
             }
+            if single {
+                rebuilt = Some(kept);
+            }
         }
         let Some(value) = found else {
             return Ok(None);
         };
-        self.strip(parts)?;
+        match rebuilt {
+            Some(kept) if kept.is_empty() => {
+                parts.headers.remove(COOKIE);
+            }
+            Some(kept) => {
+                let kept = HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?;
+                parts.headers.insert(COOKIE, kept);
+            }
+            None => self.strip(parts)?,
+        }
         non_empty(value, SourceKind::Cookie)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        if !parts
-            .headers
-            .get_all(COOKIE)
-            .iter()
-            .any(|h| String::from_utf8_lossy(h.as_bytes()).contains(&*self.name))
-        {
+        let named = |h: &HeaderValue| {
+            let text = header_text(h);
+            text.contains(&*self.name) && text.split(';').any(|pair| self.is_named_pair(pair))
+        };
+        if !parts.headers.get_all(COOKIE).iter().any(named) {
             return Ok(());
         }
         let mut kept_headers = Vec::new();
         for header in parts.headers.get_all(COOKIE) {
-            let text = String::from_utf8_lossy(header.as_bytes());
-            let kept: Vec<&str> = text
-                .split(';')
-                .map(str::trim)
-                .filter(|pair| !pair.is_empty() && !self.is_named_pair(pair))
-                .collect();
+            let text = header_text(header);
+            let mut kept = String::with_capacity(text.len());
+            for pair in text.split(';').map(str::trim_ascii) {
+                if pair.is_empty() || self.is_named_pair(pair) {
+                    continue;
+                }
+                if !kept.is_empty() {
+                    kept.push_str("; ");
+                }
+                kept.push_str(pair);
+            }
             if !kept.is_empty() {
-                let joined = kept.join("; ");
-                let value = HeaderValue::from_str(&joined).map_err(|_| {
-                    AuthError::new(AuthErrorKind::Malformed)
-                        .with_via(SourceKind::Cookie)
-                        .with_detail("cookie header cannot be rebuilt")
-                })?;
+                let value = HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?;
                 kept_headers.push(value);
             }
         }
@@ -504,33 +569,39 @@ impl Subprotocol {
             .with_detail(detail)
     }
 
-    fn entries(parts: &Parts) -> Result<Vec<&str>, AuthError> {
-        let mut entries = Vec::new();
+    /// Call `visit` with every non-empty entry of every
+    /// `Sec-WebSocket-Protocol` header, in order.
+    fn for_each_entry<'a>(
+        parts: &'a Parts,
+        mut visit: impl FnMut(&'a str) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
         for header in parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
             let text = header
                 .to_str()
                 .map_err(|_| Self::malformed("subprotocol header is not visible ASCII"))?;
-            entries.extend(text.split(',').map(str::trim).filter(|e| !e.is_empty()));
+            for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                visit(entry)?;
+            }
         }
-        Ok(entries)
+        Ok(())
     }
 
     fn rewrite(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        let entries = Self::entries(parts)?;
-        let kept: Vec<&str> = entries
-            .into_iter()
-            .filter(|e| !e.starts_with(&*self.prefix))
-            .collect();
-        let value = if kept.is_empty() {
-            None
+        let mut kept = String::new();
+        Self::for_each_entry(parts, |entry| {
+            if !entry.starts_with(&*self.prefix) {
+                if !kept.is_empty() {
+                    kept.push_str(", ");
+                }
+                kept.push_str(entry);
+            }
+            Ok(())
+        })?;
+        if kept.is_empty() {
+            parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
         } else {
-            Some(
-                HeaderValue::from_str(&kept.join(", "))
-                    .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?,
-            )
-        };
-        parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
-        if let Some(value) = value {
+            let value = HeaderValue::from_str(&kept)
+                .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
             parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
         }
         Ok(())
@@ -542,10 +613,10 @@ impl CredentialSource for Subprotocol {
         if !parts.headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
             return Ok(None);
         }
-        let entries = Self::entries(parts)?;
+        // One pass: find the token, collect the real protocols.
         let mut token = None;
-        let mut others = 0usize;
-        for entry in entries {
+        let mut kept = String::new();
+        Self::for_each_entry(parts, |entry| {
             match entry.strip_prefix(&*self.prefix) {
                 Some(_) if token.is_some() => {
                     return Err(
@@ -553,20 +624,28 @@ impl CredentialSource for Subprotocol {
                     );
                 }
                 Some(t) => token = Some(t),
-                None => others += 1,
+                None => {
+                    if !kept.is_empty() {
+                        kept.push_str(", ");
+                    }
+                    kept.push_str(entry);
+                }
             }
-        }
+            Ok(())
+        })?;
         let Some(token) = token else {
             return Ok(None);
         };
         check_len(token.len(), self.max_len, SourceKind::Subprotocol)?;
-        if others == 0 {
+        if kept.is_empty() {
             return Err(Self::malformed(
                 "subprotocol token offered without an application protocol",
             ));
         }
         let token = token.to_owned();
-        self.rewrite(parts)?;
+        let value = HeaderValue::from_str(&kept)
+            .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
+        parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
         non_empty(token, SourceKind::Subprotocol)
     }
 

@@ -107,8 +107,10 @@ where
             return ResponseFuture::call(self.inner.call(req));
         }
         let (mut parts, body) = req.into_parts();
-        if let Err(error) = shared.origin.check(&parts) {
-            return ResponseFuture::reject(shared.reject(error));
+        if !shared.origin.is_any() {
+            if let Err(error) = shared.origin.check(&parts) {
+                return ResponseFuture::reject(shared.reject(error));
+            }
         }
         match shared.auth.authenticate(&mut parts) {
             Err(error) => ResponseFuture::reject(shared.reject(error)),
