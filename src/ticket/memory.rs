@@ -2,7 +2,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::{ready, Ready};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -43,15 +43,39 @@ struct Inner<I> {
     max_per_subject: usize,
 }
 
+/// Keys are SHA-256 digests of 256-bit random tickets: their first eight
+/// bytes are already a uniformly distributed hash that no client can steer,
+/// so hashing them again would only cost time.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        if let Some(head) = bytes.first_chunk::<8>() {
+            self.0 = u64::from_le_bytes(*head);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type DigestMap<V> = HashMap<[u8; 32], V, BuildHasherDefault<DigestHasher>>;
+
 struct Shard<I> {
-    tickets: HashMap<[u8; 32], Entry<I>>,
+    tickets: DigestMap<Entry<I>>,
     expiry: BinaryHeap<Reverse<(Instant, [u8; 32])>>,
-    per_subject: HashMap<Box<str>, usize>,
+    /// Outstanding tickets per subject, keyed by the subject's keyed hash (a
+    /// collision would only make two subjects share one cap).
+    per_subject: HashMap<u64, usize>,
 }
 
 struct Entry<I> {
     identity: I,
-    subject: Box<str>,
+    subject: u64,
     credential_expires_at: Option<SystemTime>,
     expires: Instant,
 }
@@ -59,7 +83,7 @@ struct Entry<I> {
 impl<I> Default for Shard<I> {
     fn default() -> Self {
         Self {
-            tickets: HashMap::new(),
+            tickets: DigestMap::default(),
             expiry: BinaryHeap::new(),
             per_subject: HashMap::new(),
         }
@@ -140,53 +164,68 @@ impl<I> MemoryTicketStore<I> {
         usize::from(key[0]) % SHARDS
     }
 
-    fn subject_shard(&self, subject: &str) -> usize {
-        (self.inner.hasher.hash_one(subject) as usize) % SHARDS
+    fn subject_key(&self, subject: &str) -> u64 {
+        self.inner.hasher.hash_one(subject)
     }
 
-    fn release_subject(&self, subject: &str) {
-        let mut shard = lock(&self.inner.shards[self.subject_shard(subject)]);
-        if let Some(count) = shard.per_subject.get_mut(subject) {
+    fn subject_shard(subject: u64) -> usize {
+        (subject >> 56) as usize % SHARDS
+    }
+
+    fn release_subject(&self, subject: u64) {
+        let mut shard = lock(&self.inner.shards[Self::subject_shard(subject)]);
+        if let Some(count) = shard.per_subject.get_mut(&subject) {
             *count -= 1;
             if *count == 0 {
-                shard.per_subject.remove(subject);
+                shard.per_subject.remove(&subject);
             }
         }
     }
 
-    fn reclaim_shard(&self, index: usize, now: Instant) {
+    /// Drop the shard's expired tickets; the subjects whose counts the
+    /// caller must release once the shard's lock is let go.
+    fn reclaim_locked(shard: &mut Shard<I>, now: Instant) -> Vec<u64> {
         let mut released = Vec::new();
-        {
-            let mut shard = lock(&self.inner.shards[index]);
-            while let Some(Reverse((at, key))) = shard.expiry.peek().copied() {
-                if at > now {
-                    break;
-                }
-                shard.expiry.pop();
-                // The heap is lazy: a redeemed ticket's entry is gone already.
-                if shard.tickets.get(&key).is_some_and(|e| e.expires == at) {
-                    if let Some(entry) = shard.tickets.remove(&key) {
-                        released.push(entry.subject);
-                    }
+        while let Some(Reverse((at, key))) = shard.expiry.peek().copied() {
+            if at > now {
+                break;
+            }
+            shard.expiry.pop();
+            // The heap is lazy: a redeemed ticket's entry is gone already.
+            if shard.tickets.get(&key).is_some_and(|e| e.expires == at) {
+                if let Some(entry) = shard.tickets.remove(&key) {
+                    released.push(entry.subject);
                 }
             }
-            // Redeemed tickets leave stale heap entries behind; rebuild before
-            // they outnumber the live ones.
-            if shard.expiry.len() > 2 * shard.tickets.len() + 1024 {
-                let rebuilt: BinaryHeap<_> = shard
-                    .tickets
-                    .iter()
-                    .map(|(key, e)| Reverse((e.expires, *key)))
-                    .collect();
-                shard.expiry = rebuilt;
-            }
+        }
+        // Redeemed tickets leave stale heap entries behind; rebuild before
+        // they outnumber the live ones.
+        if shard.expiry.len() > 2 * shard.tickets.len() + 1024 {
+            let rebuilt: BinaryHeap<_> = shard
+                .tickets
+                .iter()
+                .map(|(key, e)| Reverse((e.expires, *key)))
+                .collect();
+            shard.expiry = rebuilt;
+        }
+        released
+    }
+
+    fn release_all(&self, released: Vec<u64>) {
+        if released.is_empty() {
+            return;
         }
         self.inner
             .total
             .fetch_sub(released.len(), Ordering::Relaxed);
         for subject in released {
-            self.release_subject(&subject);
+            self.release_subject(subject);
         }
+    }
+
+    fn reclaim_shard(&self, index: usize, now: Instant) {
+        let released = Self::reclaim_locked(&mut lock(&self.inner.shards[index]), now);
+        self.release_all(released);
     }
 
     fn reserve_total(&self) -> Result<(), AuthError> {
@@ -205,9 +244,9 @@ impl<I> MemoryTicketStore<I> {
         Err(limit())
     }
 
-    fn reserve_subject(&self, subject: &str) -> Result<(), AuthError> {
-        let mut shard = lock(&self.inner.shards[self.subject_shard(subject)]);
-        let count = shard.per_subject.entry(subject.into()).or_insert(0);
+    fn reserve_subject(&self, subject: u64) -> Result<(), AuthError> {
+        let mut shard = lock(&self.inner.shards[Self::subject_shard(subject)]);
+        let count = shard.per_subject.entry(subject).or_insert(0);
         if *count >= self.inner.max_per_subject {
             return Err(AuthError::new(AuthErrorKind::LimitReached)
                 .with_detail("too many outstanding tickets for this identity"));
@@ -227,26 +266,30 @@ where
         let key = ticket_key(ticket.expose_secret()).ok_or_else(unknown_ticket)?;
         let index = Self::ticket_shard(&key);
         let now = Instant::now();
-        self.reclaim_shard(index, now);
 
-        let subject: Box<str> = verified.identity.subject().into();
-        self.reserve_subject(&subject)?;
+        let subject = self.subject_key(verified.identity.subject());
+        self.reserve_subject(subject)?;
         if let Err(error) = self.reserve_total() {
-            self.release_subject(&subject);
+            self.release_subject(subject);
             return Err(error);
         }
         let expires = now + ttl;
-        let mut shard = lock(&self.inner.shards[index]);
-        shard.expiry.push(Reverse((expires, key)));
-        shard.tickets.insert(
-            key,
-            Entry {
-                identity: verified.identity,
-                subject,
-                credential_expires_at: verified.expires_at,
-                expires,
-            },
-        );
+        let released = {
+            let mut shard = lock(&self.inner.shards[index]);
+            shard.expiry.push(Reverse((expires, key)));
+            shard.tickets.insert(
+                key,
+                Entry {
+                    identity: verified.identity,
+                    subject,
+                    credential_expires_at: verified.expires_at,
+                    expires,
+                },
+            );
+            // Reclaim while the shard is at hand: no scan, just the heap's top.
+            Self::reclaim_locked(&mut shard, now)
+        };
+        self.release_all(released);
         Ok(IssuedTicket {
             ticket,
             expires_in: ttl,
@@ -260,7 +303,7 @@ where
             .remove(&key)
             .ok_or_else(unknown_ticket)?;
         self.inner.total.fetch_sub(1, Ordering::Relaxed);
-        self.release_subject(&entry.subject);
+        self.release_subject(entry.subject);
         if entry.expires <= Instant::now() {
             return Err(unknown_ticket());
         }
