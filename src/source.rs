@@ -46,7 +46,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{Entry, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 
@@ -437,13 +437,14 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
 
 impl CredentialSource for Bearer {
     fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
-        let mut values = parts.headers.get_all(AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
+        // One lookup through the entry: read, check, remove.
+        let Entry::Occupied(entry) = parts.headers.entry(AUTHORIZATION) else {
             return Ok(None);
         };
-        if values.next().is_some() {
+        if entry.iter().nth(1).is_some() {
             return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Header));
         }
+        let value = entry.get();
         check_len(
             value.len(),
             BEARER_MAX_LEN + "Bearer ".len(),
@@ -454,7 +455,7 @@ impl CredentialSource for Bearer {
                 .with_via(SourceKind::Header)
                 .with_detail("authorization header is not a bearer token")
         })?;
-        parts.headers.remove(AUTHORIZATION);
+        entry.remove();
         Ok(Some(Credential::new(SourceKind::Header, token)))
     }
 
