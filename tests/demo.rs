@@ -213,3 +213,53 @@ async fn the_demo_contract() {
         );
     }
 }
+
+/// With `REDIS_URL`, the demo keeps its tickets in Redis.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_issues_and_redeems_tickets_through_redis() {
+    let (url, _server) = shared_redis();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = demo::router(demo::Config {
+        jwt_secret: demo::random_secret(),
+        allowed_origins: vec![format!("http://127.0.0.1:{}", addr.port())],
+        redis_url: Some(url.clone()),
+    })
+    .unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let demo = Demo {
+        addr,
+        origin: String::new(),
+    };
+    let (token, _) = login(&demo, "alice").await;
+    let bearer = format!("Bearer {token}");
+    let issued = http(
+        addr,
+        "POST",
+        "/ws-ticket",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::OK);
+    let ticket = issued.json()["ticket"].as_str().unwrap().to_owned();
+
+    // The ticket is in Redis, filed under its hash, not its value.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("ws-ticket:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    assert!(keys.iter().all(|k| !k.contains(&ticket)));
+
+    let (mut socket, _) = connect(addr, &format!("/ws?ticket={ticket}"), &[])
+        .await
+        .unwrap();
+    welcome(&mut socket, "ticket").await;
+    let reused = refused(addr, &format!("/ws?ticket={ticket}"), &[]).await;
+    assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+}

@@ -194,73 +194,7 @@ async fn memory_store_cap_answers_429() {
 #[cfg(feature = "redis")]
 mod redis_store {
     use super::*;
-    use std::process::{Child, Command, Stdio};
     use tower_ws_auth::ticket::RedisTicketStore;
-
-    /// A `redis-server` of this test's own on a free loopback port.
-    pub(super) struct RedisServer {
-        pub port: u16,
-        child: Option<Child>,
-    }
-
-    impl RedisServer {
-        pub fn start() -> Self {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut server = Self { port, child: None };
-            server.restart();
-            server
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-
-        pub fn restart(&mut self) {
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("redis-server could not be started ({e}); install it: apt-get install -y redis-server")
-                });
-            self.child = Some(child);
-            for _ in 0..100 {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("redis-server did not start on port {}", self.port);
-        }
-
-        pub fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
-
-    /// The Redis named by `REDIS_URL` (CI starts one), else one of this test's own.
-    fn shared_redis() -> (String, Option<RedisServer>) {
-        match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
-                let server = RedisServer::start();
-                (server.url(), Some(server))
-            }
-        }
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_store_redeems_exactly_once() {
