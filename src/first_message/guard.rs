@@ -53,6 +53,9 @@ pin_project! {
         // socket is: applications can then call `next()`/`send()` on it
         // without pinning it themselves.
         expiry: Pin<Box<Sleep>>,
+        // Whether the timer has been polled (registered with the driver)
+        // since it was last set.
+        armed: bool,
         #[pin]
         verifying: Option<V::Future>,
         verifier: V,
@@ -93,6 +96,7 @@ where
         Self {
             socket,
             expiry: Box::pin(tokio::time::sleep_until(deadline_for(expires_at))),
+            armed: false,
             verifying: None,
             verifier,
             protocol,
@@ -192,7 +196,16 @@ where
                 Phase::Open => {}
             }
 
-            if this.expiry.as_mut().poll(cx).is_ready() {
+            // Polling the timer registers it; once registered, the driver
+            // marks it elapsed, which is cheap to read on every message. It
+            // is polled again whenever the socket has nothing to read.
+            let expired = if *this.armed {
+                this.expiry.is_elapsed()
+            } else {
+                *this.armed = true;
+                this.expiry.as_mut().poll(cx).is_ready()
+            };
+            if expired {
                 tracing::debug!("websocket credential expired; closing");
                 let refusal = this
                     .protocol
@@ -220,6 +233,7 @@ where
                             this.expiry
                                 .as_mut()
                                 .reset(deadline_for(verified.expires_at));
+                            *this.armed = false;
                             tracing::debug!("websocket re-authenticated");
                             if let Some(reply) = this.protocol.accepted(this.subject) {
                                 this.outbox.push_back(M::text(reply));
@@ -238,6 +252,12 @@ where
 
             let message = match this.socket.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(message))) => message,
+                Poll::Pending => {
+                    if this.expiry.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 other => return other,
             };
             let token = match message.kind() {

@@ -1,6 +1,9 @@
 //! The shapes of the auth messages: [`JsonAuth`] and [`GraphqlTransportWs`], or
 //! your own [`AuthProtocol`].
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -89,7 +92,9 @@ impl AuthProtocol for JsonAuth {
     }
 
     fn may_be_auth(&self, text: &str) -> bool {
-        text.contains("\"auth\"")
+        // Runs on every application message: a prebuilt SIMD searcher.
+        static AUTH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#""auth""#));
+        AUTH.find(text.as_bytes()).is_some()
     }
 
     fn accepted(&self, subject: &str) -> Option<String> {
@@ -166,7 +171,8 @@ impl AuthProtocol for GraphqlTransportWs {
     }
 
     fn may_be_auth(&self, text: &str) -> bool {
-        text.contains("connection_init")
+        static INIT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"connection_init"));
+        INIT.find(text.as_bytes()).is_some()
     }
 
     fn accepted(&self, _subject: &str) -> Option<String> {
