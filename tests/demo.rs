@@ -233,17 +233,7 @@ async fn the_demo_issues_and_redeems_tickets_through_redis() {
         origin: String::new(),
     };
     let (token, _) = login(&demo, "alice").await;
-    let bearer = format!("Bearer {token}");
-    let issued = http(
-        addr,
-        "POST",
-        "/ws-ticket",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
-    assert_eq!(issued.status, StatusCode::OK);
-    let ticket = issued.json()["ticket"].as_str().unwrap().to_owned();
+    let ticket = issue_ticket(addr, &token).await;
 
     // The ticket is in Redis, filed under its hash, not its value.
     let client = redis::Client::open(url.as_str()).unwrap();

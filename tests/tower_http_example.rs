@@ -22,17 +22,7 @@ async fn tickets_issued_behind_tower_http_auth_are_redeemed_once() {
         "tower-http's auth layer guards the endpoint"
     );
 
-    let bearer = format!("Bearer {}", token("alice", 60));
-    let issued = http(
-        addr,
-        "POST",
-        "/ws-ticket",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
-    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
-    let ticket = issued.json()["ticket"].as_str().unwrap().to_owned();
+    let ticket = issue_ticket(addr, &token("alice", 60)).await;
 
     let (mut socket, _) = connect(addr, &format!("/ws?ticket={ticket}"), &[])
         .await

@@ -167,6 +167,32 @@ where
     }
 }
 
+/// Which parts of the protocol's refusal to send.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Reply,
+    Close,
+    ReplyAndClose,
+}
+
+/// Queue the protocol's refusal for `error`.
+fn answer<M: WsMessage, P: AuthProtocol>(
+    protocol: &P,
+    outbox: &mut VecDeque<M>,
+    error: &AuthError,
+    what: Answer,
+) {
+    let refusal = protocol.refused(error);
+    if what != Answer::Close {
+        if let Some(reply) = refusal.reply {
+            outbox.push_back(M::text(reply));
+        }
+    }
+    if what != Answer::Reply {
+        outbox.push_back(M::close(refusal.code, refusal.reason));
+    }
+}
+
 impl<S, M, E, V, P> Stream for LifetimeGuard<S, M, V, P>
 where
     S: Stream<Item = Result<M, E>> + Sink<M>,
@@ -207,11 +233,8 @@ where
             };
             if expired {
                 tracing::debug!("websocket credential expired; closing");
-                let refusal = this
-                    .protocol
-                    .refused(&AuthError::new(AuthErrorKind::Expired));
-                this.outbox
-                    .push_back(M::close(refusal.code, refusal.reason));
+                let expired = AuthError::new(AuthErrorKind::Expired);
+                answer(this.protocol, this.outbox, &expired, Answer::Close);
                 *this.phase = Phase::Closing;
                 continue;
             }
@@ -241,9 +264,7 @@ where
                         }
                         Err(error) => {
                             tracing::info!(reason = %error.kind(), "websocket re-authentication refused");
-                            if let Some(reply) = this.protocol.refused(&error).reply {
-                                this.outbox.push_back(M::text(reply));
-                            }
+                            answer(this.protocol, this.outbox, &error, Answer::Reply);
                         }
                     }
                     continue;
@@ -269,26 +290,20 @@ where
                 }
                 _ => return Poll::Ready(Some(Ok(message))),
             };
+            let duplicate = AuthError::new(AuthErrorKind::Ambiguous);
             if !this.protocol.allows_reauth() {
-                let refusal = this
-                    .protocol
-                    .refused(&AuthError::new(AuthErrorKind::Ambiguous));
-                if let Some(reply) = refusal.reply {
-                    this.outbox.push_back(M::text(reply));
-                }
-                this.outbox
-                    .push_back(M::close(refusal.code, refusal.reason));
+                answer(
+                    this.protocol,
+                    this.outbox,
+                    &duplicate,
+                    Answer::ReplyAndClose,
+                );
                 *this.phase = Phase::Closing;
                 continue;
             }
             if this.verifying.is_some() {
                 // One re-authentication at a time.
-                let refusal = this
-                    .protocol
-                    .refused(&AuthError::new(AuthErrorKind::Ambiguous));
-                if let Some(reply) = refusal.reply {
-                    this.outbox.push_back(M::text(reply));
-                }
+                answer(this.protocol, this.outbox, &duplicate, Answer::Reply);
                 continue;
             }
             let credential = Credential::new(SourceKind::FirstMessage, token);

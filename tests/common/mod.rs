@@ -305,3 +305,20 @@ mod redis_server {
 #[cfg(feature = "redis")]
 #[allow(unused_imports)]
 pub use redis_server::{shared_redis, RedisServer};
+
+/// `POST /ws-ticket` with `Authorization: Bearer <token>`: the ticket. Asserts
+/// the 200 and `Cache-Control: no-store`.
+pub async fn issue_ticket(addr: SocketAddr, token: &str) -> String {
+    let bearer = format!("Bearer {token}");
+    let issued = http(
+        addr,
+        "POST",
+        "/ws-ticket",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    assert_eq!(issued.headers["cache-control"], "no-store");
+    issued.json()["ticket"].as_str().unwrap().to_owned()
+}
