@@ -10,11 +10,11 @@
 //!
 //! | client | pattern | source | verifier |
 //! |---|---|---|---|
-//! | browser SPA holding a JWT | one-time ticket from an authenticated `POST`, then `wss://…/ws?ticket=…` | [`Query::param("ticket")`](source::Query::param) | ticket store (`ticket` module) |
+//! | browser SPA holding a JWT | one-time ticket from an authenticated `POST`, then `wss://…/ws?ticket=…` | [`Query::param("ticket")`](source::Query::param) | a [`ticket`] store's verifier |
 //! | session-cookie web app | the cookie the browser sends anyway, plus an `Origin` check | [`Cookie::named("session")`](source::Cookie::named) | a session look-up closure |
 //! | native (mobile, CLI, server) | `Authorization: Bearer <jwt>` | [`Bearer`](source::Bearer) | [`JwtVerifier`](jwt::JwtVerifier) |
 //! | browser, no extra round-trip | `new WebSocket(url, ["bearer." + jwt, "chat"])` | [`Subprotocol::prefix("bearer.")`](source::Subprotocol::prefix) | [`JwtVerifier`](jwt::JwtVerifier) |
-//! | any, token never in the handshake | first message `{"type":"auth","token":…}` | first-message auth (`first_message` module) | any verifier |
+//! | any, token never in the handshake | first message `{"type":"auth","token":…}` | [`first_message::FirstMessageAuth`] | any verifier |
 //!
 //! # One layer, several sources
 //!
