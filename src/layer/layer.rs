@@ -109,6 +109,12 @@ where
             None if self.auth.uses_cookies() => OriginPolicy::same_origin(),
             None => OriginPolicy::any(),
         };
+        if self.auth.uses_cookies() && origin.is_any() {
+            tracing::warn!(
+                "WsAuthLayer accepts cookies with OriginPolicy::any(): any site can open \
+                 an authenticated socket (Cross-Site WebSocket Hijacking)"
+            );
+        }
         WsAuth::new(
             inner,
             Arc::new(Shared {
