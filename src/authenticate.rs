@@ -37,7 +37,7 @@ use pin_project_lite::pin_project;
 use crate::credential::SourceKind;
 use crate::error::AuthError;
 use crate::source::CredentialSource;
-use crate::verify::{Verified, Verifier};
+use crate::verify::{Verification, Verified, Verifier};
 
 /// Finds a credential on a request head and starts verifying it.
 pub trait Authenticate {
@@ -57,7 +57,7 @@ pub trait Authenticate {
     fn authenticate(
         &self,
         parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, Self::Future)>, AuthError>;
+    ) -> Result<Option<(SourceKind, Verification<Self::Future, Self::Identity>)>, AuthError>;
 
     /// Remove every configured credential from `parts`.
     ///
@@ -95,13 +95,14 @@ where
     type Identity = V::Identity;
     type Future = V::Future;
 
+    #[allow(clippy::type_complexity)]
     fn authenticate(
         &self,
         parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, V::Future)>, AuthError> {
+    ) -> Result<Option<(SourceKind, Verification<V::Future, V::Identity>)>, AuthError> {
         Ok(self.source.extract(parts)?.map(|credential| {
             let via = credential.via();
-            (via, self.verifier.verify(credential))
+            (via, self.verifier.verify_now(credential))
         }))
     }
 
@@ -140,18 +141,19 @@ where
     type Identity = A::Identity;
     type Future = OrFuture<A::Future, B::Future>;
 
+    #[allow(clippy::type_complexity)]
     fn authenticate(
         &self,
         parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, Self::Future)>, AuthError> {
-        if let Some((via, fut)) = self.first.authenticate(parts)? {
+    ) -> Result<Option<(SourceKind, Verification<Self::Future, Self::Identity>)>, AuthError> {
+        if let Some((via, verification)) = self.first.authenticate(parts)? {
             self.second.strip(parts)?;
-            return Ok(Some((via, OrFuture::first(fut))));
+            return Ok(Some((via, map_pending(verification, OrFuture::first))));
         }
         Ok(self
             .second
             .authenticate(parts)?
-            .map(|(via, fut)| (via, OrFuture::second(fut))))
+            .map(|(via, verification)| (via, map_pending(verification, OrFuture::second))))
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
@@ -166,6 +168,16 @@ where
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
         self.first.visit_query_params(visit);
         self.second.visit_query_params(visit);
+    }
+}
+
+fn map_pending<F, G, I>(
+    verification: Verification<F, I>,
+    wrap: impl FnOnce(F) -> G,
+) -> Verification<G, I> {
+    match verification {
+        Verification::Ready(outcome) => Verification::Ready(outcome),
+        Verification::Pending(future) => Verification::Pending(wrap(future)),
     }
 }
 

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind, ConfigError};
-use crate::verify::{Subject, Verified, Verifier};
+use crate::verify::{Subject, Verification, Verified, Verifier};
 
 /// Default clock-skew allowance for `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
@@ -273,6 +273,10 @@ impl<C: JwtClaims> Verifier for JwtVerifier<C> {
 
     fn verify(&self, credential: Credential) -> Self::Future {
         ready(self.verify_token(credential.expose_secret()))
+    }
+
+    fn verify_now(&self, credential: Credential) -> Verification<Self::Future, C> {
+        Verification::Ready(self.verify_token(credential.expose_secret()))
     }
 }
 

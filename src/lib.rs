@@ -113,4 +113,4 @@ pub use crate::extract::MissingAuthenticated;
 pub use crate::layer::{is_websocket_upgrade, Authenticated, Redactor, WsAuth, WsAuthLayer};
 pub use crate::origin::OriginPolicy;
 pub use crate::rejection::{DefaultRejection, OnRejection};
-pub use crate::verify::{Subject, Verified, Verifier};
+pub use crate::verify::{Subject, Verification, Verified, Verifier};

@@ -90,6 +90,24 @@ pub trait Verifier {
     /// [`Unavailable`](crate::AuthErrorKind::Unavailable) when a backend cannot be
     /// reached.
     fn verify(&self, credential: Credential) -> Self::Future;
+
+    /// Verify without waiting, when this verifier can (JWTs, in-memory
+    /// tickets): the upgrade layer then hands the request straight to the
+    /// inner service instead of moving a clone of it into the response
+    /// future. The default hands the credential back for
+    /// [`verify`](Self::verify).
+    fn verify_now(&self, credential: Credential) -> Verification<Self::Future, Self::Identity> {
+        Verification::Pending(self.verify(credential))
+    }
+}
+
+/// A verification that finished at once, or the future that will finish it.
+#[derive(Debug)]
+pub enum Verification<F, I> {
+    /// Already decided.
+    Ready(Result<Verified<I>, AuthError>),
+    /// Still to be awaited.
+    Pending(F),
 }
 
 impl<F, Fut, I> Verifier for F

@@ -7,8 +7,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::service::Shared;
-use super::Authenticated;
+use super::service::{insert_identity, Shared};
 use crate::authenticate::Authenticate;
 use crate::credential::SourceKind;
 use crate::rejection::OnRejection;
@@ -106,12 +105,7 @@ where
                     let (mut request, mut inner) = pending.take().expect(POLLED_AFTER_COMPLETION);
                     match outcome {
                         Ok(verified) => {
-                            tracing::debug!(via = via.as_str(), "websocket upgrade authenticated");
-                            request.extensions_mut().insert(Authenticated {
-                                identity: verified.identity,
-                                via: *via,
-                                expires_at: verified.expires_at,
-                            });
+                            insert_identity(&mut request, verified, *via);
                             let future = inner.call(request);
                             state.set(State::Call { future });
                         }

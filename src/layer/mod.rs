@@ -203,7 +203,7 @@ mod tests {
     use std::future::{ready, Ready};
 
     use http::{Request, Response, StatusCode, Version};
-    use tower::{service_fn, Layer, ServiceExt};
+    use tower::{service_fn, Layer, Service, ServiceExt};
 
     use super::*;
     use crate::source::Bearer;
@@ -284,6 +284,79 @@ mod tests {
         });
         let response = hidden.layer(inner).oneshot(upgrade()).await.unwrap();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+
+    /// Counts its clones; answers with the identity it was handed.
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Clone for Counting {
+        fn clone(&self) -> Self {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Self(self.0.clone())
+        }
+    }
+
+    impl tower::Service<Request<()>> for Counting {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<String>, Infallible>>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: Request<()>) -> Self::Future {
+            let who = req
+                .extensions()
+                .get::<Authenticated<String>>()
+                .map(|a| a.identity.clone());
+            ready(Ok(Response::new(who.unwrap_or_default())))
+        }
+    }
+
+    /// Verifies at once, like the JWT verifier.
+    #[derive(Clone)]
+    struct AtOnce;
+
+    impl crate::Verifier for AtOnce {
+        type Identity = String;
+        type Future = Ready<Result<Verified<String>, AuthError>>;
+        fn verify(&self, c: Credential) -> Self::Future {
+            verify(c)
+        }
+        fn verify_now(&self, c: Credential) -> crate::Verification<Self::Future, String> {
+            crate::Verification::Ready(verify(c).into_inner())
+        }
+    }
+
+    #[tokio::test]
+    async fn immediate_verifiers_skip_the_inner_clone_and_others_take_it() {
+        let upgrade = || {
+            Request::get("/ws")
+                .header("upgrade", "websocket")
+                .header("authorization", "Bearer good")
+                .body(())
+                .unwrap()
+        };
+        let clones = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = || clones.load(std::sync::atomic::Ordering::Relaxed);
+
+        let mut at_once = WsAuthLayer::new(Bearer, AtOnce).layer(Counting(clones.clone()));
+        let response = at_once
+            .ready()
+            .await
+            .unwrap()
+            .call(upgrade())
+            .await
+            .unwrap();
+        assert_eq!(response.into_body(), "alice");
+        assert_eq!(count(), 0);
+
+        let mut later = WsAuthLayer::new(Bearer, verify).layer(Counting(clones.clone()));
+        let response = later.ready().await.unwrap().call(upgrade()).await.unwrap();
+        assert_eq!(response.into_body(), "alice");
+        assert_eq!(count(), 1);
     }
 
     #[test]

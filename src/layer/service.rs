@@ -9,9 +9,11 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::{is_websocket_upgrade, Authenticated};
 use crate::authenticate::Authenticate;
+use crate::credential::SourceKind;
 use crate::error::{AuthError, AuthErrorKind};
 use crate::origin::OriginPolicy;
 use crate::rejection::OnRejection;
+use crate::verify::{Verification, Verified};
 
 pub(crate) struct Shared<A, R> {
     pub(crate) auth: A,
@@ -34,6 +36,22 @@ impl<A, R> Shared<A, R> {
         }
         self.rejection.on_rejection(error)
     }
+}
+
+/// Put the verified identity where the handler finds it.
+pub(crate) fn insert_identity<B, I>(
+    request: &mut Request<B>,
+    verified: Verified<I>,
+    via: SourceKind,
+) where
+    I: Clone + Send + Sync + 'static,
+{
+    tracing::debug!(via = via.as_str(), "websocket upgrade authenticated");
+    request.extensions_mut().insert(Authenticated {
+        identity: verified.identity,
+        via,
+        expires_at: verified.expires_at,
+    });
 }
 
 /// Authenticates WebSocket upgrade requests before they reach `S`.
@@ -124,7 +142,17 @@ where
             Ok(None) => {
                 ResponseFuture::reject(shared.reject(AuthError::new(AuthErrorKind::Missing)))
             }
-            Ok(Some((via, verification))) => {
+            // Decided at once (JWTs, in-memory tickets): straight on to the
+            // inner service, which `poll_ready` has made ready.
+            Ok(Some((via, Verification::Ready(Ok(verified))))) => {
+                let mut request = Request::from_parts(parts, body);
+                insert_identity(&mut request, verified, via);
+                ResponseFuture::call(self.inner.call(request))
+            }
+            Ok(Some((via, Verification::Ready(Err(error))))) => {
+                ResponseFuture::reject(shared.reject(error.with_via(via)))
+            }
+            Ok(Some((via, Verification::Pending(verification)))) => {
                 // The ready service moves into the future; a fresh clone stays
                 // here to be driven to readiness next time.
                 let clone = self.inner.clone();

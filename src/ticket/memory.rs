@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{bounded_ttl, ticket_key, unknown_ticket, IssuedTicket, Ticket, TicketStore};
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind};
-use crate::verify::{Subject, Verified};
+use crate::verify::{Subject, Verification, Verified};
 
 const SHARDS: usize = 16;
 
@@ -296,7 +296,7 @@ where
         })
     }
 
-    fn redeem_now(&self, ticket: &Credential) -> Result<Verified<I>, AuthError> {
+    fn redeem_at_once(&self, ticket: &Credential) -> Result<Verified<I>, AuthError> {
         let key = ticket_key(ticket.expose_secret()).ok_or_else(unknown_ticket)?;
         let entry = lock(&self.inner.shards[Self::ticket_shard(&key)])
             .tickets
@@ -327,7 +327,11 @@ where
     }
 
     fn redeem(&self, ticket: Credential) -> Self::RedeemFuture {
-        ready(self.redeem_now(&ticket))
+        ready(self.redeem_at_once(&ticket))
+    }
+
+    fn redeem_now(&self, ticket: Credential) -> Verification<Self::RedeemFuture, I> {
+        Verification::Ready(self.redeem_at_once(&ticket))
     }
 }
 
@@ -362,9 +366,9 @@ mod tests {
         assert_eq!(err.kind(), AuthErrorKind::LimitReached);
         assert_eq!(store.len(), 3);
 
-        assert_eq!(store.redeem_now(&cred(&a1)).unwrap().identity, "a");
+        assert_eq!(store.redeem_at_once(&cred(&a1)).unwrap().identity, "a");
         assert_eq!(
-            store.redeem_now(&cred(&a1)).unwrap_err().kind(),
+            store.redeem_at_once(&cred(&a1)).unwrap_err().kind(),
             AuthErrorKind::Invalid
         );
         assert_eq!(store.len(), 2);
@@ -388,7 +392,7 @@ mod tests {
         store.reclaim_expired();
         assert!(store.is_empty());
         assert_eq!(
-            store.redeem_now(&cred(&t)).unwrap_err().kind(),
+            store.redeem_at_once(&cred(&t)).unwrap_err().kind(),
             AuthErrorKind::Invalid
         );
         let past = SystemTime::now() - Duration::from_secs(1);

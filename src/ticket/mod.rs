@@ -54,7 +54,7 @@ pub use self::memory::{MemoryTicketStore, DEFAULT_MAX_TICKETS, DEFAULT_MAX_TICKE
 pub use self::redis::{RedisTicketStore, DEFAULT_PREFIX};
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind};
-use crate::verify::{Verified, Verifier};
+use crate::verify::{Verification, Verified, Verifier};
 
 /// Default ticket lifetime: 30 s.
 pub const DEFAULT_TICKET_TTL: Duration = Duration::from_secs(30);
@@ -163,6 +163,12 @@ pub trait TicketStore {
     /// [`Unavailable`](AuthErrorKind::Unavailable) when the backend is down.
     fn redeem(&self, ticket: Credential) -> Self::RedeemFuture;
 
+    /// Redeem without waiting, for stores that can (the memory store). The
+    /// default hands back the future of [`redeem`](Self::redeem).
+    fn redeem_now(&self, ticket: Credential) -> Verification<Self::RedeemFuture, Self::Identity> {
+        Verification::Pending(self.redeem(ticket))
+    }
+
     /// A [`Verifier`] that redeems tickets from this store, for the upgrade
     /// layer or first-message auth.
     fn verifier(&self) -> TicketVerifier<Self>
@@ -188,6 +194,10 @@ impl<St: TicketStore> Verifier for TicketVerifier<St> {
 
     fn verify(&self, credential: Credential) -> Self::Future {
         self.store.redeem(credential)
+    }
+
+    fn verify_now(&self, credential: Credential) -> Verification<Self::Future, Self::Identity> {
+        self.store.redeem_now(credential)
     }
 }
 
