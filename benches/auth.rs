@@ -21,7 +21,7 @@ use tower_service::Service;
 use tower_ws_auth::jwt::{BasicClaims, JwtVerifier};
 use tower_ws_auth::source::{Bearer, Cookie, CredentialSource, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, Ticket, TicketStore};
-use tower_ws_auth::{Credential, SourceKind, Verified, WsAuthLayer};
+use tower_ws_auth::{Credential, SourceKind, Verification, Verified, WsAuthLayer};
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-b";
 
@@ -214,14 +214,37 @@ fn layer_vs_decode(
     group.finish();
 }
 
+fn accepted() -> Result<Verified<BasicClaims>, tower_ws_auth::AuthError> {
+    Ok(Verified::new(BasicClaims {
+        sub: "alice".into(),
+        exp: 0,
+    }))
+}
+
+/// Accepts every credential at once, without cryptography, as a JWT
+/// verifier would after its signature check.
+#[derive(Clone)]
+struct Accept;
+
+impl tower_ws_auth::Verifier for Accept {
+    type Identity = BasicClaims;
+    type Future = Ready<Result<Verified<BasicClaims>, tower_ws_auth::AuthError>>;
+
+    fn verify(&self, _credential: Credential) -> Self::Future {
+        ready(accepted())
+    }
+
+    fn verify_now(&self, _credential: Credential) -> Verification<Self::Future, BasicClaims> {
+        Verification::Ready(accepted())
+    }
+}
+
 /// The layer with a verifier that does no cryptography, against the bare
-/// inner service: what the layer itself costs.
+/// inner service: what the layer itself costs, on the immediate path (JWT,
+/// memory tickets) and on the asynchronous one (closures, Redis).
 fn layer_alone(c: &mut Criterion) {
     fn accept(_c: Credential) -> Ready<Result<Verified<BasicClaims>, tower_ws_auth::AuthError>> {
-        ready(Ok(Verified::new(BasicClaims {
-            sub: "alice".into(),
-            exp: 0,
-        })))
+        ready(accepted())
     }
     let request = || {
         upgrade()
@@ -238,11 +261,19 @@ fn layer_alone(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    let mut service = WsAuthLayer::new(Bearer, accept).layer(inner());
-    group.bench_function("WsAuthLayer, verifier without crypto", |b| {
+    let mut immediate = WsAuthLayer::new(Bearer, Accept).layer(inner());
+    group.bench_function("WsAuthLayer, immediate verifier", |b| {
         b.iter_batched(
             request,
-            |req| black_box(now(service.call(req)).unwrap()),
+            |req| black_box(now(immediate.call(req)).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut later = WsAuthLayer::new(Bearer, accept).layer(inner());
+    group.bench_function("WsAuthLayer, closure verifier (asynchronous path)", |b| {
+        b.iter_batched(
+            request,
+            |req| black_box(now(later.call(req)).unwrap()),
             BatchSize::SmallInput,
         )
     });
