@@ -15,7 +15,7 @@ use axum::response::Response;
 use axum::routing::any;
 use axum::Router;
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_tungstenite::tungstenite::protocol::Role;
