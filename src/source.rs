@@ -200,25 +200,26 @@ fn set_path_and_query(parts: &mut Parts, path_and_query: String) -> Result<(), A
     Ok(())
 }
 
-impl CredentialSource for Query {
-    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
-        let Some(query) = parts.uri.query() else {
+impl Query {
+    /// The path and query without this parameter, or `None` when the query
+    /// does not carry it. `on_value` sees each removed (still encoded) value.
+    fn without_param<'a>(
+        &self,
+        uri: &'a Uri,
+        mut on_value: impl FnMut(&'a str) -> Result<(), AuthError>,
+    ) -> Result<Option<String>, AuthError> {
+        let Some(query) = uri.query() else {
             return Ok(None);
         };
-        // One pass: find the parameter and build the URI without it.
-        let path = parts.uri.path();
+        let path = uri.path();
         let mut rebuilt = String::with_capacity(path.len() + 1 + query.len());
         rebuilt.push_str(path);
-        let mut found = None;
+        let mut removed = false;
         for pair in query_pairs(query) {
             let (key, value) = split_pair(pair);
             if key_matches(key, &self.name) {
-                if found.is_some() {
-                    return Err(
-                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Query)
-                    );
-                }
-                found = Some(value);
+                removed = true;
+                on_value(value)?;
                 continue;
             }
             rebuilt.push(if rebuilt.len() == path.len() {
@@ -228,36 +229,34 @@ impl CredentialSource for Query {
             });
             rebuilt.push_str(pair);
         }
-        let Some(raw) = found else {
+        Ok(removed.then_some(rebuilt))
+    }
+}
+
+impl CredentialSource for Query {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        // One pass: find the parameter and build the URI without it.
+        let mut found = None;
+        let rebuilt = self.without_param(&parts.uri, |raw| {
+            if found.is_some() {
+                return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Query));
+            }
+            check_len(raw.len(), self.max_len, SourceKind::Query)?;
+            found = Some(form_decode(raw)?.into_owned());
+            Ok(())
+        })?;
+        let (Some(rebuilt), Some(value)) = (rebuilt, found) else {
             return Ok(None);
         };
-        check_len(raw.len(), self.max_len, SourceKind::Query)?;
-        let value = form_decode(raw)?.into_owned();
         set_path_and_query(parts, rebuilt)?;
         non_empty(value, SourceKind::Query)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        let Some(query) = parts.uri.query() else {
-            return Ok(());
-        };
-        if !query_pairs(query).any(|pair| key_matches(split_pair(pair).0, &self.name)) {
-            return Ok(());
+        match self.without_param(&parts.uri, |_| Ok(()))? {
+            Some(rebuilt) => set_path_and_query(parts, rebuilt),
+            None => Ok(()),
         }
-        let path = parts.uri.path();
-        let mut rebuilt = String::with_capacity(path.len() + 1 + query.len());
-        rebuilt.push_str(path);
-        for pair in query_pairs(query) {
-            if !key_matches(split_pair(pair).0, &self.name) {
-                rebuilt.push(if rebuilt.len() == path.len() {
-                    '?'
-                } else {
-                    '&'
-                });
-                rebuilt.push_str(pair);
-            }
-        }
-        set_path_and_query(parts, rebuilt)
     }
 
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
@@ -322,15 +321,23 @@ impl Cookie {
     }
 }
 
-impl CredentialSource for Cookie {
-    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
-        let mut found: Option<String> = None;
-        // HTTP/1.1 sends one Cookie header: rebuild it in the same pass.
-        let single = parts.headers.get_all(COOKIE).iter().nth(1).is_none();
-        let mut rebuilt: Option<String> = None;
+impl Cookie {
+    /// Rewrite the `Cookie` headers without this cookie; `on_named` sees each
+    /// removed `name=value` pair. Headers that do not mention the name are
+    /// kept as they are; nothing changes when no pair was removed.
+    fn rewrite(
+        &self,
+        parts: &mut Parts,
+        mut on_named: impl FnMut(&str) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        // Headers that do not mention the name are cloned (a reference count
+        // on the parsed request's bytes) in case another one is rewritten.
+        let mut kept_headers = Vec::new();
+        let mut removed = false;
         for header in parts.headers.get_all(COOKIE) {
             let text = header_text(header);
             if !text.contains(&*self.name) {
+                kept_headers.push(header.clone());
                 continue;
             }
             let mut kept = String::with_capacity(text.len());
@@ -338,59 +345,9 @@ impl CredentialSource for Cookie {
                 if pair.is_empty() {
                     continue;
                 }
-                if !self.is_named_pair(pair) {
-                    if !kept.is_empty() {
-                        kept.push_str("; ");
-                    }
-                    kept.push_str(pair);
-                    continue;
-                }
-                // Only the named pair goes through the cookie crate.
-                let Ok(cookie) = cookie::Cookie::parse(pair) else {
-                    continue;
-                };
-                if found.is_some() {
-                    return Err(
-                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie)
-                    );
-                }
-                check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
-                found = Some(cookie.value().to_owned());
-            }
-            if single {
-                rebuilt = Some(kept);
-            }
-        }
-        let Some(value) = found else {
-            return Ok(None);
-        };
-        match rebuilt {
-            Some(kept) if kept.is_empty() => {
-                parts.headers.remove(COOKIE);
-            }
-            Some(kept) => {
-                let kept = HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?;
-                parts.headers.insert(COOKIE, kept);
-            }
-            None => self.strip(parts)?,
-        }
-        non_empty(value, SourceKind::Cookie)
-    }
-
-    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        let named = |h: &HeaderValue| {
-            let text = header_text(h);
-            text.contains(&*self.name) && text.split(';').any(|pair| self.is_named_pair(pair))
-        };
-        if !parts.headers.get_all(COOKIE).iter().any(named) {
-            return Ok(());
-        }
-        let mut kept_headers = Vec::new();
-        for header in parts.headers.get_all(COOKIE) {
-            let text = header_text(header);
-            let mut kept = String::with_capacity(text.len());
-            for pair in text.split(';').map(str::trim_ascii) {
-                if pair.is_empty() || self.is_named_pair(pair) {
+                if self.is_named_pair(pair) {
+                    removed = true;
+                    on_named(pair)?;
                     continue;
                 }
                 if !kept.is_empty() {
@@ -399,15 +356,44 @@ impl CredentialSource for Cookie {
                 kept.push_str(pair);
             }
             if !kept.is_empty() {
-                let value = HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?;
-                kept_headers.push(value);
+                kept_headers
+                    .push(HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?);
             }
         }
-        parts.headers.remove(COOKIE);
-        for value in kept_headers {
-            parts.headers.append(COOKIE, value);
+        if removed {
+            parts.headers.remove(COOKIE);
+            for value in kept_headers {
+                parts.headers.append(COOKIE, value);
+            }
         }
         Ok(())
+    }
+}
+
+impl CredentialSource for Cookie {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        // One pass: find the cookie and rebuild the headers without it.
+        let mut found: Option<String> = None;
+        self.rewrite(parts, |pair| {
+            // Only the named pair goes through the cookie crate.
+            let Ok(cookie) = cookie::Cookie::parse(pair) else {
+                return Ok(());
+            };
+            if found.is_some() {
+                return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie));
+            }
+            check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
+            found = Some(cookie.value().to_owned());
+            Ok(())
+        })?;
+        match found {
+            Some(value) => non_empty(value, SourceKind::Cookie),
+            None => Ok(None),
+        }
+    }
+
+    fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        self.rewrite(parts, |_| Ok(()))
     }
 
     fn uses_cookies(&self) -> bool {
@@ -586,44 +572,22 @@ impl Subprotocol {
         Ok(())
     }
 
-    fn rewrite(&self, parts: &mut Parts) -> Result<(), AuthError> {
+    /// Rewrite `Sec-WebSocket-Protocol` without the token entries;
+    /// `on_token` sees each removed token (prefix stripped). Whether any real
+    /// protocol is left.
+    fn rewrite(
+        &self,
+        parts: &mut Parts,
+        mut on_token: impl FnMut(&str) -> Result<(), AuthError>,
+    ) -> Result<bool, AuthError> {
         let mut kept = String::new();
-        Self::for_each_entry(parts, |entry| {
-            if !entry.starts_with(&*self.prefix) {
-                if !kept.is_empty() {
-                    kept.push_str(", ");
-                }
-                kept.push_str(entry);
-            }
-            Ok(())
-        })?;
-        if kept.is_empty() {
-            parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
-        } else {
-            let value = HeaderValue::from_str(&kept)
-                .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
-            parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
-        }
-        Ok(())
-    }
-}
-
-impl CredentialSource for Subprotocol {
-    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
-        if !parts.headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
-            return Ok(None);
-        }
-        // One pass: find the token, collect the real protocols.
-        let mut token = None;
-        let mut kept = String::new();
+        let mut removed = false;
         Self::for_each_entry(parts, |entry| {
             match entry.strip_prefix(&*self.prefix) {
-                Some(_) if token.is_some() => {
-                    return Err(
-                        AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Subprotocol)
-                    );
+                Some(token) => {
+                    removed = true;
+                    on_token(token)?;
                 }
-                Some(t) => token = Some(t),
                 None => {
                     if !kept.is_empty() {
                         kept.push_str(", ");
@@ -633,35 +597,49 @@ impl CredentialSource for Subprotocol {
             }
             Ok(())
         })?;
-        let Some(token) = token else {
+        if removed {
+            if kept.is_empty() {
+                parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
+            } else {
+                let value = HeaderValue::from_str(&kept)
+                    .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
+                parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
+        Ok(!kept.is_empty())
+    }
+}
+
+impl CredentialSource for Subprotocol {
+    fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
+        if !parts.headers.contains_key(SEC_WEBSOCKET_PROTOCOL) {
+            return Ok(None);
+        }
+        // One pass: find the token, keep the real protocols.
+        let mut found = None;
+        let protocols_left = self.rewrite(parts, |token| {
+            if found.is_some() {
+                return Err(
+                    AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Subprotocol)
+                );
+            }
+            check_len(token.len(), self.max_len, SourceKind::Subprotocol)?;
+            found = Some(token.to_owned());
+            Ok(())
+        })?;
+        let Some(token) = found else {
             return Ok(None);
         };
-        check_len(token.len(), self.max_len, SourceKind::Subprotocol)?;
-        if kept.is_empty() {
+        if !protocols_left {
             return Err(Self::malformed(
                 "subprotocol token offered without an application protocol",
             ));
         }
-        let token = token.to_owned();
-        let value = HeaderValue::from_str(&kept)
-            .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
-        parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
         non_empty(token, SourceKind::Subprotocol)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        let has_token = parts
-            .headers
-            .get_all(SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .any(|h| {
-                h.to_str()
-                    .is_ok_and(|t| t.split(',').any(|e| e.trim().starts_with(&*self.prefix)))
-            });
-        if has_token {
-            self.rewrite(parts)?;
-        }
-        Ok(())
+        self.rewrite(parts, |_| Ok(())).map(|_| ())
     }
 }
 
