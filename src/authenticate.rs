@@ -34,30 +34,58 @@ use std::task::{Context, Poll};
 use http::request::Parts;
 use pin_project_lite::pin_project;
 
-use crate::credential::SourceKind;
+use crate::credential::{Credential, SourceKind};
 use crate::error::AuthError;
 use crate::source::CredentialSource;
 use crate::verify::{Verification, Verified, Verifier};
 
 /// Finds a credential on a request head and starts verifying it.
+///
+/// Authentication runs in two steps so that nothing is spent on a request that
+/// is refused anyway: [`find`](Self::find) reads every source (removing every
+/// configured credential, refusing duplicates and malformed values), and only
+/// then [`verify`](Self::verify) runs, once. A one-time ticket is therefore
+/// never redeemed by a request that a later source would have refused.
 pub trait Authenticate {
     /// The verified identity.
     type Identity: Clone + Send + Sync + 'static;
     /// The verification in progress.
     type Future: Future<Output = Result<Verified<Self::Identity>, AuthError>>;
+    /// Which scheme found the credential: `()` for a [`Scheme`], a
+    /// [`Branch`] for an [`Or`].
+    type Found;
 
-    /// Extract a credential (removing every configured credential from
-    /// `parts`) and start its verification. `Ok(None)`: no credential at all.
+    /// Extract the credential (removing every configured credential from
+    /// `parts`) without verifying it. `Ok(None)`: no credential at all.
     ///
     /// # Errors
     ///
     /// Whatever the sources report: ambiguous, oversize, malformed, or a present
     /// but empty credential.
+    fn find(&self, parts: &mut Parts) -> Result<Option<(Self::Found, Credential)>, AuthError>;
+
+    /// Start verifying a credential that [`find`](Self::find) returned.
+    fn verify(
+        &self,
+        found: Self::Found,
+        credential: Credential,
+    ) -> Verification<Self::Future, Self::Identity>;
+
+    /// [`find`](Self::find), then [`verify`](Self::verify) what was found.
+    ///
+    /// # Errors
+    ///
+    /// As [`find`](Self::find).
     #[allow(clippy::type_complexity)]
     fn authenticate(
         &self,
         parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, Verification<Self::Future, Self::Identity>)>, AuthError>;
+    ) -> Result<Option<(SourceKind, Verification<Self::Future, Self::Identity>)>, AuthError> {
+        Ok(self.find(parts)?.map(|(found, credential)| {
+            let via = credential.via();
+            (via, self.verify(found, credential))
+        }))
+    }
 
     /// Remove every configured credential from `parts`.
     ///
@@ -71,6 +99,11 @@ pub trait Authenticate {
 
     /// Call `visit` with every query parameter name read by a source.
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str));
+
+    /// Call `visit` for every source in the order they are tried, with whether
+    /// it reads an ambient credential (a cookie, which the browser attaches
+    /// by itself) rather than an explicit one.
+    fn visit_sources(&self, visit: &mut dyn FnMut(bool));
 }
 
 /// One credential source and the verifier for what it finds.
@@ -94,16 +127,17 @@ where
 {
     type Identity = V::Identity;
     type Future = V::Future;
+    type Found = ();
 
-    #[allow(clippy::type_complexity)]
-    fn authenticate(
-        &self,
-        parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, Verification<V::Future, V::Identity>)>, AuthError> {
-        Ok(self.source.extract(parts)?.map(|credential| {
-            let via = credential.via();
-            (via, self.verifier.verify_now(credential))
-        }))
+    fn find(&self, parts: &mut Parts) -> Result<Option<((), Credential)>, AuthError> {
+        Ok(self
+            .source
+            .extract(parts)?
+            .map(|credential| ((), credential)))
+    }
+
+    fn verify(&self, (): (), credential: Credential) -> Verification<V::Future, V::Identity> {
+        self.verifier.verify_now(credential)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
@@ -116,6 +150,10 @@ where
 
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
         self.source.visit_query_params(visit);
+    }
+
+    fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
+        self.source.visit_sources(visit);
     }
 }
 
@@ -140,20 +178,34 @@ where
 {
     type Identity = A::Identity;
     type Future = OrFuture<A::Future, B::Future>;
+    type Found = Branch<A::Found, B::Found>;
 
-    #[allow(clippy::type_complexity)]
-    fn authenticate(
-        &self,
-        parts: &mut Parts,
-    ) -> Result<Option<(SourceKind, Verification<Self::Future, Self::Identity>)>, AuthError> {
-        if let Some((via, verification)) = self.first.authenticate(parts)? {
+    fn find(&self, parts: &mut Parts) -> Result<Option<(Self::Found, Credential)>, AuthError> {
+        if let Some((found, credential)) = self.first.find(parts)? {
+            // The later sources' credentials go too, and a malformed one
+            // refuses the request before anything is verified.
             self.second.strip(parts)?;
-            return Ok(Some((via, map_pending(verification, OrFuture::first))));
+            return Ok(Some((Branch::First(found), credential)));
         }
         Ok(self
             .second
-            .authenticate(parts)?
-            .map(|(via, verification)| (via, map_pending(verification, OrFuture::second))))
+            .find(parts)?
+            .map(|(found, credential)| (Branch::Second(found), credential)))
+    }
+
+    fn verify(
+        &self,
+        found: Self::Found,
+        credential: Credential,
+    ) -> Verification<Self::Future, Self::Identity> {
+        match found {
+            Branch::First(found) => {
+                map_pending(self.first.verify(found, credential), OrFuture::first)
+            }
+            Branch::Second(found) => {
+                map_pending(self.second.verify(found, credential), OrFuture::second)
+            }
+        }
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
@@ -169,6 +221,20 @@ where
         self.first.visit_query_params(visit);
         self.second.visit_query_params(visit);
     }
+
+    fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
+        self.first.visit_sources(visit);
+        self.second.visit_sources(visit);
+    }
+}
+
+/// Which side of an [`Or`] found the credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Branch<A, B> {
+    /// The first scheme.
+    First(A),
+    /// The second scheme.
+    Second(B),
 }
 
 fn map_pending<F, G, I>(

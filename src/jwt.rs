@@ -8,7 +8,8 @@
 //! | algorithm | must be in the allowlist; every listed algorithm must belong to the key's family, so HS/RS confusion cannot be configured; `alg: none` never verifies |
 //! | `exp` | required and checked |
 //! | `nbf` | checked when present |
-//! | leeway for `exp`/`nbf` | 5 s ([`DEFAULT_LEEWAY`]), not jsonwebtoken's 60 s: tokens here are short-lived and server clocks are synchronised |
+//! | leeway for `exp`/`nbf` | 5 s ([`DEFAULT_LEEWAY`]), not jsonwebtoken's 60 s: tokens here are short-lived and server clocks are synchronised; the verified `expires_at` is `exp` + leeway, so a socket accepted within the leeway is not closed at once |
+//! | `crit` header | refused ([RFC 7515 §4.1.11]): this verifier understands no extension |
 //! | `aud` | with [`audience`](JwtVerifier::audience): required and must match; without it a token that carries `aud` is refused (it was meant for someone else) |
 //! | `iss` | with [`issuer`](JwtVerifier::issuer): required and must match |
 //!
@@ -33,6 +34,7 @@
 //! ```
 //!
 //! [RFC 8725]: https://www.rfc-editor.org/rfc/rfc8725
+//! [RFC 7515 §4.1.11]: https://www.rfc-editor.org/rfc/rfc7515#section-4.1.11
 
 use std::fmt;
 use std::future::{ready, Ready};
@@ -233,21 +235,37 @@ impl<C: JwtClaims> JwtVerifier<C> {
     ///
     /// [`Expired`](AuthErrorKind::Expired) past `exp` (plus leeway);
     /// [`Invalid`](AuthErrorKind::Invalid) for every other failure: shape,
-    /// signature, algorithm, `nbf`, `aud`, `iss`, missing claims.
+    /// signature, algorithm, `nbf`, `aud`, `iss`, missing claims, a `crit`
+    /// header, an `exp` too far to represent.
+    ///
+    /// The returned `expires_at` is `exp` plus the leeway: the moment this
+    /// verifier would start refusing the token.
     pub fn verify_token(&self, token: &str) -> Result<Verified<C>, AuthError> {
-        match jsonwebtoken::decode::<C>(token, &self.inner.key, &self.inner.validation) {
-            Ok(data) => {
-                let expires_at = data
-                    .claims
-                    .expires_at()
-                    .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
-                Ok(Verified {
-                    identity: data.claims,
-                    expires_at,
-                })
-            }
-            Err(error) => Err(map_error(error.kind())),
+        let data = jsonwebtoken::decode::<C>(token, &self.inner.key, &self.inner.validation)
+            .map_err(|error| map_error(error.kind()))?;
+        if data.header.crit.is_some() {
+            // RFC 7515 §4.1.11: extensions listed in `crit` must be
+            // understood, and this verifier understands none.
+            return Err(AuthError::new(AuthErrorKind::Invalid)
+                .with_detail("token has critical header extensions"));
         }
+        // Accepted within the leeway means usable until `exp + leeway`: the
+        // lifetime guard must not close at once what was just accepted.
+        let expires_at = match data.claims.expires_at() {
+            Some(secs) => Some(
+                secs.checked_add(self.inner.validation.leeway)
+                    .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+                    .ok_or_else(|| {
+                        AuthError::new(AuthErrorKind::Invalid)
+                            .with_detail("token expiry out of range")
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Verified {
+            identity: data.claims,
+            expires_at,
+        })
     }
 }
 
@@ -327,7 +345,7 @@ mod tests {
         assert_eq!(verified.identity.sub, "a");
         assert_eq!(
             verified.expires_at,
-            Some(UNIX_EPOCH + Duration::from_secs(now + 60))
+            Some(UNIX_EPOCH + Duration::from_secs(now + 60) + DEFAULT_LEEWAY)
         );
         assert_eq!(
             kind(
@@ -365,6 +383,28 @@ mod tests {
             ),
             AuthErrorKind::Invalid
         );
+    }
+
+    #[test]
+    fn edges_never_panic_and_crit_is_refused() {
+        let v = JwtVerifier::<BasicClaims>::hs256(SECRET).unwrap();
+        for exp in [1u64 << 63, u64::MAX, u64::MAX - 1] {
+            let t = token(&serde_json::json!({"sub": "a", "exp": exp}));
+            assert_eq!(kind(&v, &t), AuthErrorKind::Invalid, "exp {exp}");
+        }
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["b64".into()]);
+        let crit = encode(
+            &header,
+            &serde_json::json!({"sub": "a", "exp": now_secs() + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(kind(&v, &crit), AuthErrorKind::Invalid);
+        // Accepted within the leeway: still some life left.
+        let late = token(&serde_json::json!({"sub": "a", "exp": now_secs() - 2}));
+        let verified = v.verify_token(&late).unwrap();
+        assert!(verified.expires_at.unwrap() > SystemTime::now());
     }
 
     #[test]

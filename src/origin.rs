@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use http::header::{HOST, ORIGIN};
 use http::request::Parts;
-use http::Uri;
 
 use crate::error::{AuthError, AuthErrorKind, ConfigError};
 
@@ -89,11 +88,14 @@ impl OriginPolicy {
         let mut list = Vec::new();
         for origin in origins {
             let origin = origin.as_ref();
-            let normalized = normalize(origin).ok_or_else(|| {
-                ConfigError::new(format!(
-                    "origin {origin:?} is not of the form scheme://host[:port]"
-                ))
-            })?;
+            // Configuration may end in one `/`; a request's Origin may not.
+            let trimmed = origin.trim();
+            let normalized =
+                normalize(trimmed.strip_suffix('/').unwrap_or(trimmed)).ok_or_else(|| {
+                    ConfigError::new(format!(
+                        "origin {origin:?} is not of the form scheme://host[:port]"
+                    ))
+                })?;
             list.push(normalized);
         }
         if list.is_empty() {
@@ -123,7 +125,9 @@ impl OriginPolicy {
     /// # Errors
     ///
     /// [`OriginRejected`](AuthErrorKind::OriginRejected) when the origin is not
-    /// allowed, is `null`, appears twice or does not parse.
+    /// allowed, is `null`, appears twice or is not exactly
+    /// `scheme://host[:port]` (a trailing slash, a path, a fragment,
+    /// whitespace or a zero-padded port are refused: browsers never send them).
     pub fn check(&self, parts: &Parts) -> Result<(), AuthError> {
         let rejected = || AuthError::new(AuthErrorKind::OriginRejected);
         let mut values = parts.headers.get_all(ORIGIN).iter();
@@ -176,20 +180,70 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
-/// `scheme://host[:port]`, lowercase, default port dropped.
+/// An `Origin` header as browsers send it ([RFC 6454 §7]): exactly
+/// `scheme://host[:port]`, normalised to lowercase with the default port
+/// dropped. Anything else — a path or trailing slash, a query or fragment,
+/// userinfo, whitespace, an empty or zero-padded port — is `None`.
+///
+/// [RFC 6454 §7]: https://www.rfc-editor.org/rfc/rfc6454#section-7
 fn normalize(origin: &str) -> Option<String> {
-    let origin = origin.trim();
-    let uri: Uri = origin.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let authority = uri.authority()?;
-    if authority.as_str().contains('@') {
+    let (scheme, rest) = origin.split_once("://")?;
+    let scheme_ok = scheme
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
         return None;
     }
-    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
-        return None;
-    }
-    let host = authority.host().to_ascii_lowercase();
-    match authority.port_u16() {
+    let (host, port) = if rest.starts_with('[') {
+        let end = rest.find(']')?;
+        let host = &rest[..=end];
+        let inner = &host[1..host.len() - 1];
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let port = match &rest[end + 1..] {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        };
+        (host, port)
+    } else {
+        let (host, port) = match rest.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (rest, None),
+        };
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !host_ok {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        None => None,
+        Some(digits) => {
+            let canonical = !digits.is_empty()
+                && digits.len() <= 5
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && !(digits.len() > 1 && digits.starts_with('0'));
+            if !canonical {
+                return None;
+            }
+            Some(digits.parse::<u16>().ok()?)
+        }
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    match port {
         Some(port) if Some(port) != default_port(&scheme) => {
             Some(format!("{scheme}://{host}:{port}"))
         }

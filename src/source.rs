@@ -94,6 +94,15 @@ pub trait CredentialSource {
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
         let _ = visit;
     }
+
+    /// Call `visit` for each source this one is made of, in order, with
+    /// whether it reads an ambient credential (a cookie) rather than an
+    /// explicit one. The layer warns when an ambient source is tried before an
+    /// explicit one: a cookie the client did not choose to send would then
+    /// overrule the credential it did choose.
+    fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
+        visit(self.uses_cookies());
+    }
 }
 
 fn check_len(len: usize, max: usize, via: SourceKind) -> Result<(), AuthError> {
@@ -299,65 +308,75 @@ impl Cookie {
         &self.name
     }
 
-    fn is_named_pair(&self, pair: &str) -> bool {
-        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        name.trim_ascii() == self.name
+    /// Whether a `name=value` pair names this cookie: exactly, or once
+    /// percent-decoded (`sess%69on`), as the `cookie` crate's
+    /// `split_parse_encoded` and axum-extra's `CookieJar` read it.
+    fn is_named_pair(&self, pair: &[u8]) -> bool {
+        let name = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => &pair[..at],
+            None => pair,
+        };
+        let name = name.trim_ascii();
+        if name == self.name.as_bytes() {
+            return true;
+        }
+        name.contains(&b'%') && percent_encoding::percent_decode(name).eq(self.name.bytes())
     }
-}
 
-fn header_text(value: &HeaderValue) -> Cow<'_, str> {
-    match value.to_str() {
-        Ok(text) => Cow::Borrowed(text),
-        // Cookie headers in the wild carry non-ASCII bytes now and then.
-        Err(_) => String::from_utf8_lossy(value.as_bytes()),
+    /// Whether a `Cookie` header may carry this cookie, by name or encoded.
+    fn may_mention(&self, header: &[u8]) -> bool {
+        header.contains(&b'%') || memchr::memmem::find(header, self.name.as_bytes()).is_some()
     }
-}
 
-impl Cookie {
     fn cookie_malformed() -> AuthError {
         AuthError::new(AuthErrorKind::Malformed)
             .with_via(SourceKind::Cookie)
             .with_detail("cookie header cannot be rebuilt")
     }
-}
 
-impl Cookie {
     /// Rewrite the `Cookie` headers without this cookie; `on_named` sees each
-    /// removed `name=value` pair. Headers that do not mention the name are
-    /// kept as they are; nothing changes when no pair was removed.
+    /// removed `name=value` pair. Every other cookie keeps its bytes exactly
+    /// (non-UTF-8 included); headers that do not carry the cookie are kept as
+    /// they are; nothing changes when no pair was removed.
     fn rewrite(
         &self,
         parts: &mut Parts,
-        mut on_named: impl FnMut(&str) -> Result<(), AuthError>,
+        mut on_named: impl FnMut(&[u8]) -> Result<(), AuthError>,
     ) -> Result<(), AuthError> {
-        // Headers that do not mention the name are cloned (a reference count
+        // Headers that do not carry the cookie are cloned (a reference count
         // on the parsed request's bytes) in case another one is rewritten.
         let mut kept_headers = Vec::new();
         let mut removed = false;
         for header in parts.headers.get_all(COOKIE) {
-            let text = header_text(header);
-            if !text.contains(&*self.name) {
+            let bytes = header.as_bytes();
+            if !self.may_mention(bytes) {
                 kept_headers.push(header.clone());
                 continue;
             }
-            let mut kept = String::with_capacity(text.len());
-            for pair in text.split(';').map(str::trim_ascii) {
+            let mut kept = Vec::with_capacity(bytes.len());
+            let mut removed_here = false;
+            for pair in bytes.split(|&b| b == b';').map(<[u8]>::trim_ascii) {
                 if pair.is_empty() {
                     continue;
                 }
                 if self.is_named_pair(pair) {
-                    removed = true;
+                    removed_here = true;
                     on_named(pair)?;
                     continue;
                 }
                 if !kept.is_empty() {
-                    kept.push_str("; ");
+                    kept.extend_from_slice(b"; ");
                 }
-                kept.push_str(pair);
+                kept.extend_from_slice(pair);
             }
-            if !kept.is_empty() {
+            if !removed_here {
+                kept_headers.push(header.clone());
+            } else if !kept.is_empty() {
+                removed = true;
                 kept_headers
-                    .push(HeaderValue::from_str(&kept).map_err(|_| Self::cookie_malformed())?);
+                    .push(HeaderValue::from_bytes(&kept).map_err(|_| Self::cookie_malformed())?);
+            } else {
+                removed = true;
             }
         }
         if removed {
@@ -375,13 +394,18 @@ impl CredentialSource for Cookie {
         // One pass: find the cookie and rebuild the headers without it.
         let mut found: Option<String> = None;
         self.rewrite(parts, |pair| {
-            // Only the named pair goes through the cookie crate.
-            let Ok(cookie) = cookie::Cookie::parse(pair) else {
-                return Ok(());
-            };
             if found.is_some() {
                 return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie));
             }
+            // Only the named pair goes through the cookie crate.
+            let cookie = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| cookie::Cookie::parse(pair).ok())
+                .ok_or_else(|| {
+                    AuthError::new(AuthErrorKind::Malformed)
+                        .with_via(SourceKind::Cookie)
+                        .with_detail("the session cookie does not parse")
+                })?;
             check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
             found = Some(cookie.value().to_owned());
             Ok(())
@@ -639,7 +663,17 @@ impl CredentialSource for Subprotocol {
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        self.rewrite(parts, |_| Ok(())).map(|_| ())
+        let mut removed = false;
+        let protocols_left = self.rewrite(parts, |_| {
+            removed = true;
+            Ok(())
+        })?;
+        if removed && !protocols_left {
+            return Err(Self::malformed(
+                "subprotocol token offered without an application protocol",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -677,6 +711,12 @@ macro_rules! tuple_source {
             fn visit_query_params(&self, visit: &mut dyn FnMut(&str)) {
                 let ($($name,)+) = self;
                 $($name.visit_query_params(visit);)+
+            }
+
+            #[allow(non_snake_case)]
+            fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
+                let ($($name,)+) = self;
+                $($name.visit_sources(visit);)+
             }
         }
     };

@@ -15,9 +15,9 @@ use axum::Router;
 use common::*;
 use http::{StatusCode, Uri};
 use tower_ws_auth::jwt::{BasicClaims, JwtVerifier};
-use tower_ws_auth::source::{Bearer, Query};
+use tower_ws_auth::source::{Bearer, Cookie, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, TicketEndpoint, TicketStore};
-use tower_ws_auth::{Authenticated, WsAuthLayer};
+use tower_ws_auth::{AuthError, AuthErrorKind, Authenticated, Credential, Verified, WsAuthLayer};
 
 async fn report(upgrade: WebSocketUpgrade, auth: Authenticated<BasicClaims>, uri: Uri) -> Response {
     upgrade.on_upgrade(move |mut socket| async move {
@@ -36,7 +36,17 @@ where
 {
     captured_logs();
     let jwt = JwtVerifier::<BasicClaims>::hs256(SECRET).unwrap();
-    let ws_auth = WsAuthLayer::new(Query::param("ticket"), store.verifier());
+    // The ticket first, then the sources that can still refuse the request
+    // after the ticket was found: a malformed subprotocol offer and (turned on
+    // by the cookie source) the Origin check.
+    let no_sessions = |_: Credential| {
+        std::future::ready(Err::<Verified<BasicClaims>, _>(AuthError::new(
+            AuthErrorKind::Invalid,
+        )))
+    };
+    let ws_auth = WsAuthLayer::new(Query::param("ticket"), store.verifier())
+        .or(Subprotocol::prefix("bearer."), jwt.clone())
+        .or(Cookie::named("session"), no_sessions);
     let redactor = ws_auth.redactor();
     let app = Router::new()
         .route(
@@ -129,10 +139,11 @@ where
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer");
 
-    // A ticket never outlives the credential that asked for it.
+    // A ticket never outlives the credential that asked for it: `exp` plus
+    // the verifier's 5 s leeway.
     let (status, body, _) = post_ticket(addr, Some(&token("alice", 3))).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body["expires_in"].as_u64().unwrap() <= 3, "{body}");
+    assert!(body["expires_in"].as_u64().unwrap() <= 3 + 5, "{body}");
 
     // Expired tickets are refused.
     let short = ticket_server(store.clone(), Duration::from_millis(300)).await;
@@ -142,6 +153,32 @@ where
         redeem_status(short, &expiring).await.unwrap_err(),
         StatusCode::UNAUTHORIZED
     );
+
+    // A request refused for anything else never spends its ticket.
+    let kept = issue(addr, "alice").await;
+    let path = format!("/ws?ticket={kept}");
+    for (headers, status) in [
+        (
+            vec![("sec-websocket-protocol", "bearer.x")],
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            vec![("origin", "https://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        assert_eq!(
+            refused(addr, &path, &headers).await.status,
+            status,
+            "{headers:?}"
+        );
+    }
+    let twice = format!("/ws?ticket={kept}&ticket={kept}");
+    assert_eq!(
+        refused(addr, &twice, &[]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(redeem_status(addr, &kept).await.unwrap()["user"], "alice");
 
     // 50 concurrent clients race for one ticket: exactly one gets in.
     let contested = issue(addr, "bob").await;
@@ -166,7 +203,7 @@ where
         "exactly one of 50 concurrent redemptions succeeds"
     );
 
-    assert_not_logged(&[ticket, expiring, contested]);
+    assert_not_logged(&[ticket, expiring, contested, kept]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,6 +225,37 @@ async fn memory_store_cap_answers_429() {
     issue(addr, "dave").await;
 }
 
+/// A full store never locks a new user out: the ticket closest to expiry
+/// makes room, and everything issued since still redeems.
+async fn total_cap_evicts_the_soonest<St>(store: St)
+where
+    St: TicketStore<Identity = BasicClaims> + Clone + Send + Sync + 'static,
+    St::IssueFuture: Send,
+    St::RedeemFuture: Send + 'static,
+{
+    let addr = ticket_server(store, Duration::from_secs(30)).await;
+    let mut tickets = Vec::new();
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        tickets.push(issue(addr, user).await);
+        // Distinct expiry instants, so "soonest" is the order of issue.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for evicted in &tickets[..2] {
+        assert_eq!(
+            redeem_status(addr, evicted).await.unwrap_err(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for (ticket, user) in tickets[2..].iter().zip(["u3", "u4", "u5"]) {
+        assert_eq!(redeem_status(addr, ticket).await.unwrap()["user"], user);
+    }
+}
+
+#[tokio::test]
+async fn memory_store_total_cap_never_locks_a_new_user_out() {
+    total_cap_evicts_the_soonest(MemoryTicketStore::<BasicClaims>::with_limits(3, 16)).await;
+}
+
 #[cfg(feature = "redis")]
 mod redis_store {
     use super::*;
@@ -202,6 +270,52 @@ mod redis_store {
                 .prefix("exactly-once:"),
         )
         .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_total_cap_never_locks_a_new_user_out() {
+        let (url, _server) = shared_redis();
+        total_cap_evicts_the_soonest(
+            RedisTicketStore::<BasicClaims>::open(&url)
+                .unwrap()
+                .prefix("total-cap:")
+                .limits(3, 16),
+        )
+        .await;
+    }
+
+    /// 24 concurrent requests for one subject, spread over two instances:
+    /// exactly the cap is issued, the rest get 429.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_per_subject_cap_holds_across_instances() {
+        let (url, _server) = shared_redis();
+        let store = || {
+            RedisTicketStore::<BasicClaims>::open(&url)
+                .unwrap()
+                .prefix("subject-cap:")
+                .limits(1000, 4)
+        };
+        let a = ticket_server(store(), Duration::from_secs(30)).await;
+        let b = ticket_server(store(), Duration::from_secs(30)).await;
+        let bearer = token("grace", 600);
+        let requests: Vec<_> = (0..24)
+            .map(|i| {
+                let addr = if i % 2 == 0 { a } else { b };
+                let bearer = bearer.clone();
+                tokio::spawn(async move { post_ticket(addr, Some(&bearer)).await.0 })
+            })
+            .collect();
+        let (mut issued, mut capped) = (0, 0);
+        for request in requests {
+            match request.await.unwrap() {
+                StatusCode::OK => issued += 1,
+                StatusCode::TOO_MANY_REQUESTS => capped += 1,
+                other => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!((issued, capped), (4, 20));
+        // Another subject is not affected.
+        issue(a, "heidi").await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

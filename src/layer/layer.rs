@@ -109,6 +109,21 @@ where
             None if self.auth.uses_cookies() => OriginPolicy::same_origin(),
             None => OriginPolicy::any(),
         };
+        let mut ambient_first = false;
+        let mut seen_ambient = false;
+        self.auth.visit_sources(&mut |ambient| {
+            ambient_first |= seen_ambient && !ambient;
+            seen_ambient |= ambient;
+        });
+        if ambient_first {
+            tracing::warn!(
+                "WsAuthLayer tries a cookie before an explicit credential (header, query, \
+                 subprotocol): a cookie the browser attached by itself would overrule the \
+                 credential the client chose to send; chain the cookie source last"
+            );
+        }
+        let mut reads_query = false;
+        self.auth.visit_query_params(&mut |_| reads_query = true);
         if self.auth.uses_cookies() && origin.is_any() {
             tracing::warn!(
                 "WsAuthLayer accepts cookies with OriginPolicy::any(): any site can open \
@@ -119,6 +134,7 @@ where
             inner,
             Arc::new(Shared {
                 auth: self.auth.clone(),
+                reads_query,
                 origin,
                 optional: self.optional,
                 all_requests: self.all_requests,

@@ -172,23 +172,59 @@ impl fmt::Display for RedactedUri<'_> {
             return Ok(());
         };
         f.write_str("?")?;
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                f.write_str("&")?;
+        // Pairs split at `&` and at `;` (some parsers accept either), so a
+        // value hidden behind the other separator is still one pair.
+        let mut rest = query;
+        loop {
+            let end = rest.find(['&', ';']).unwrap_or(rest.len());
+            let pair = &rest[..end];
+            match redaction(pair, &self.params) {
+                Redaction::Keep => f.write_str(pair)?,
+                Redaction::Value(key) => write!(f, "{key}=[redacted]")?,
+                Redaction::Whole => f.write_str("[redacted]")?,
             }
-            let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-            if self
-                .params
-                .iter()
-                .any(|p| crate::source::key_matches(key, p))
-            {
-                write!(f, "{key}=[redacted]")?;
-            } else {
-                f.write_str(pair)?;
-            }
+            let Some(separator) = rest[end..].chars().next() else {
+                return Ok(());
+            };
+            write!(f, "{separator}")?;
+            rest = &rest[end + 1..];
         }
-        Ok(())
     }
+}
+
+enum Redaction<'a> {
+    Keep,
+    /// The key is exactly a credential's name: show it, hide the value.
+    Value(&'a str),
+    /// The key only decodes to a credential's name: hide the whole pair.
+    Whole,
+}
+
+/// Whether a query pair carries a credential, read as leniently as any
+/// parser a log reader might use: names compared case-insensitively, after
+/// percent-decoding (so an encoded `=` splits the pair too) and after an
+/// HTML-escaped `&amp;` prefix.
+fn redaction<'a>(pair: &'a str, params: &[String]) -> Redaction<'a> {
+    let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
+    if params.iter().any(|p| raw_key == p) {
+        return Redaction::Value(raw_key);
+    }
+    let decoded = percent_encoding::percent_decode_str(pair).decode_utf8_lossy();
+    let key = decoded.split_once('=').map_or(&*decoded, |(k, _)| k);
+    let key = key.replace('+', " ");
+    let key = key.trim();
+    let key = strip_prefix_ignore_case(key, "amp;").unwrap_or(key).trim();
+    if params.iter().any(|p| key.eq_ignore_ascii_case(p)) {
+        Redaction::Whole
+    } else {
+        Redaction::Keep
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 impl fmt::Debug for RedactedUri<'_> {

@@ -17,6 +17,8 @@ use crate::verify::{Verification, Verified};
 
 pub(crate) struct Shared<A, R> {
     pub(crate) auth: A,
+    /// Whether a source reads the query, so copies of the URI need stripping.
+    pub(crate) reads_query: bool,
     pub(crate) origin: OriginPolicy,
     pub(crate) optional: bool,
     pub(crate) all_requests: bool,
@@ -52,6 +54,25 @@ pub(crate) fn insert_identity<B, I>(
         via,
         expires_at: verified.expires_at,
     });
+}
+
+/// Remove the credentials from the copies of the URI that a framework keeps
+/// in the extensions: axum's `OriginalUri`, which it records before any
+/// route layer runs (and keeps whole across nested routers).
+#[allow(unused_variables)]
+fn strip_uri_copies<A: Authenticate>(auth: &A, parts: &mut http::request::Parts) {
+    #[cfg(feature = "axum")]
+    if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>() {
+        if original.0.query().is_some() {
+            let (mut copy, ()) = Request::new(()).into_parts();
+            copy.uri = std::mem::take(&mut original.0);
+            // A copy that cannot be rebuilt is replaced by the stripped URI.
+            original.0 = match auth.strip(&mut copy) {
+                Ok(()) => copy.uri,
+                Err(_) => parts.uri.clone(),
+            };
+        }
+    }
 }
 
 /// Authenticates WebSocket upgrade requests before they reach `S`.
@@ -130,7 +151,11 @@ where
                 return ResponseFuture::reject(shared.reject(error));
             }
         }
-        match shared.auth.authenticate(&mut parts) {
+        let found = shared.auth.authenticate(&mut parts);
+        if shared.reads_query && found.is_ok() {
+            strip_uri_copies(&shared.auth, &mut parts);
+        }
+        match found {
             Err(error) => ResponseFuture::reject(shared.reject(error)),
             Ok(None) if shared.optional => {
                 // A stray `Authenticated` set by a client-facing layer must not

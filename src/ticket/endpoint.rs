@@ -6,7 +6,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{Extensions, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::{TicketStore, DEFAULT_TICKET_TTL};
@@ -16,39 +17,100 @@ use crate::verify::Verified;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Finds out who is asking for a ticket, and until when their credential is
+/// good: the hook through which [`TicketEndpoint`] sits behind whatever HTTP
+/// authentication the app already has.
+///
+/// Implemented by [`FromExtensions`] (the default) and by every closure
+/// `Fn(&Parts) -> Fut` whose future resolves to `Option<Verified<I>>`
+/// (`None`: nobody is authenticated, 401). Return the credential's expiry in
+/// [`Verified::expires_at`]: the ticket, and the socket it opens, never
+/// outlive it.
+pub trait IdentifyCaller<I> {
+    /// The identity of the request whose head is `parts`.
+    fn identify(&self, parts: &Parts) -> BoxFuture<Option<Verified<I>>>;
+}
+
+/// Reads the caller's identity from the request extensions: an
+/// [`Authenticated<I>`] (from [`WsAuthLayer`](crate::WsAuthLayer) with
+/// [`all_requests`](crate::WsAuthLayer::all_requests)) or a
+/// [`Verified<I>`] inserted by another layer (e.g. tower-http's
+/// `AsyncRequireAuthorizationLayer`), each with its credential's expiry.
+///
+/// A bare `I` is not read: it says nothing of when its credential expires,
+/// and a ticket bought with a 2-second token must not open a socket that
+/// lives forever. Insert a `Verified<I>` instead, or identify the caller with
+/// a closure ([`TicketEndpoint::identify`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FromExtensions;
+
+impl<I: Clone + Send + Sync + 'static> IdentifyCaller<I> for FromExtensions {
+    fn identify(&self, parts: &Parts) -> BoxFuture<Option<Verified<I>>> {
+        let extensions = &parts.extensions;
+        let verified = if let Some(auth) = extensions.get::<Authenticated<I>>() {
+            Some(Verified {
+                identity: auth.identity.clone(),
+                expires_at: auth.expires_at,
+            })
+        } else if let Some(verified) = extensions.get::<Verified<I>>() {
+            Some(verified.clone())
+        } else {
+            if extensions.get::<I>().is_some() {
+                tracing::warn!(
+                    "the ticket endpoint found a bare identity without its credential's expiry; \
+                     insert a Verified<I> or use TicketEndpoint::identify"
+                );
+            }
+            None
+        };
+        Box::pin(std::future::ready(verified))
+    }
+}
+
+impl<I, F, Fut> IdentifyCaller<I> for F
+where
+    F: Fn(&Parts) -> Fut,
+    Fut: Future<Output = Option<Verified<I>>> + Send + 'static,
+{
+    fn identify(&self, parts: &Parts) -> BoxFuture<Option<Verified<I>>> {
+        Box::pin(self(parts))
+    }
+}
+
 /// The ticket-issuing endpoint, as a tower service and an axum handler.
 ///
-/// It reads the identity that the app's existing HTTP authentication put in
-/// the request extensions — an [`Authenticated<I>`](crate::Authenticated) (from
-/// [`WsAuthLayer`](crate::WsAuthLayer) with
-/// [`all_requests`](crate::WsAuthLayer::all_requests)), or a plain `I` inserted
-/// by another layer such as tower-http's `AsyncRequireAuthorizationLayer` — and
-/// answers:
+/// It finds the caller through an [`IdentifyCaller`]: by default
+/// [`FromExtensions`], which reads what the app's existing HTTP authentication
+/// put in the request extensions; or any closure over the request head
+/// ([`identify`](Self::identify)), for a session store such as
+/// `tower-sessions` or another auth crate. It answers:
 ///
 /// | outcome | response |
 /// |---|---|
 /// | issued | 200 `{"ticket":"…","expires_in":30}` |
-/// | no identity in the extensions | 401, `WWW-Authenticate: Bearer` |
+/// | nobody authenticated | 401, `WWW-Authenticate: Bearer` |
 /// | the credential has expired | 401 `invalid_token` |
-/// | too many outstanding tickets | 429 |
+/// | too many outstanding tickets for this identity | 429 |
 /// | store unreachable | 503 |
 ///
-/// Every response carries `Cache-Control: no-store`.
+/// Every response carries `Cache-Control: no-store`. The ticket lives
+/// [`DEFAULT_TICKET_TTL`] at most and never past the credential's expiry, and
+/// redeeming it yields that expiry, so a
+/// [`LifetimeGuard`](crate::first_message::LifetimeGuard) closes the socket
+/// when the credential that bought the ticket would have expired.
 ///
 /// ```
+/// use std::time::{Duration, SystemTime};
 /// use http::{Request, StatusCode};
 /// use tower::ServiceExt;
 /// use tower_ws_auth::ticket::{MemoryTicketStore, TicketEndpoint};
-/// use tower_ws_auth::{Authenticated, SourceKind};
+/// use tower_ws_auth::Verified;
 ///
 /// let endpoint = TicketEndpoint::new(MemoryTicketStore::<String>::new());
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let in_a_minute = SystemTime::now() + Duration::from_secs(60);
 /// let mut request = Request::post("/ws-ticket").body(()).unwrap();
-/// request.extensions_mut().insert(Authenticated {
-///     identity: "alice".to_owned(),
-///     via: SourceKind::Header,
-///     expires_at: None,
-/// });
+/// request.extensions_mut().insert(Verified::new("alice".to_owned()).expires_at(in_a_minute));
 /// let response = endpoint.clone().oneshot(request).await.unwrap();
 /// assert_eq!(response.status(), StatusCode::OK);
 /// assert_eq!(response.headers()["cache-control"], "no-store");
@@ -59,42 +121,74 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 /// # });
 /// ```
-pub struct TicketEndpoint<St> {
+///
+/// Behind any other authentication, a closure over the request head:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::request::Parts;
+/// use http::{Request, StatusCode};
+/// use tower::ServiceExt;
+/// use tower_ws_auth::ticket::{MemoryTicketStore, TicketEndpoint};
+/// use tower_ws_auth::Verified;
+///
+/// #[derive(Clone)]
+/// struct SessionUser { name: String, session_ends: SystemTime }
+///
+/// let endpoint = TicketEndpoint::new(MemoryTicketStore::<String>::new())
+///     .identify(|parts: &Parts| {
+///         let user = parts.extensions.get::<SessionUser>().cloned();
+///         async move { user.map(|u| Verified::new(u.name).expires_at(u.session_ends)) }
+///     });
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let mut request = Request::post("/ws-ticket").body(()).unwrap();
+/// request.extensions_mut().insert(SessionUser {
+///     name: "alice".into(),
+///     session_ends: SystemTime::now() + Duration::from_secs(600),
+/// });
+/// assert_eq!(endpoint.clone().oneshot(request).await.unwrap().status(), StatusCode::OK);
+/// let anonymous = Request::post("/ws-ticket").body(()).unwrap();
+/// assert_eq!(endpoint.oneshot(anonymous).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+/// # });
+/// ```
+pub struct TicketEndpoint<St, F = FromExtensions> {
     store: St,
     ttl: Duration,
+    identify: F,
 }
 
-impl<St: Clone> Clone for TicketEndpoint<St> {
+impl<St: Clone, F: Clone> Clone for TicketEndpoint<St, F> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
             ttl: self.ttl,
+            identify: self.identify.clone(),
         }
     }
 }
 
-impl<St: fmt::Debug> fmt::Debug for TicketEndpoint<St> {
+impl<St: fmt::Debug, F> fmt::Debug for TicketEndpoint<St, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TicketEndpoint")
             .field("store", &self.store)
             .field("ttl", &self.ttl)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<St> TicketEndpoint<St>
-where
-    St: TicketStore + Clone + Send + Sync + 'static,
-    St::IssueFuture: Send,
-{
-    /// Issue tickets from `store`, living [`DEFAULT_TICKET_TTL`] (30 s).
+impl<St> TicketEndpoint<St, FromExtensions> {
+    /// Issue tickets from `store`, living [`DEFAULT_TICKET_TTL`] (30 s), to
+    /// the identity found by [`FromExtensions`].
     pub fn new(store: St) -> Self {
         Self {
             store,
             ttl: DEFAULT_TICKET_TTL,
+            identify: FromExtensions,
         }
     }
+}
 
+impl<St, F> TicketEndpoint<St, F> {
     /// Ticket lifetime (30–60 s is the usual range).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -102,26 +196,36 @@ where
         self
     }
 
-    /// Answer a request whose extensions are `extensions`.
-    pub fn respond(&self, extensions: &Extensions) -> BoxFuture<Response<String>> {
-        let verified = if let Some(auth) = extensions.get::<Authenticated<St::Identity>>() {
-            Some(Verified {
-                identity: auth.identity.clone(),
-                expires_at: auth.expires_at,
-            })
-        } else {
-            extensions.get::<St::Identity>().cloned().map(Verified::new)
-        };
-        let Some(verified) = verified else {
-            return Box::pin(std::future::ready(error_response(&AuthError::new(
-                AuthErrorKind::Missing,
-            ))));
-        };
-        let issuing = self.store.issue(verified, self.ttl);
+    /// Find the caller with `identify` instead: a closure over the request
+    /// head returning the identity and its credential's expiry, or `None`.
+    pub fn identify<F2>(self, identify: F2) -> TicketEndpoint<St, F2> {
+        TicketEndpoint {
+            store: self.store,
+            ttl: self.ttl,
+            identify,
+        }
+    }
+}
+
+impl<St, F> TicketEndpoint<St, F>
+where
+    St: TicketStore + Clone + Send + Sync + 'static,
+    St::IssueFuture: Send,
+    F: IdentifyCaller<St::Identity>,
+{
+    /// Answer a request whose head is `parts`.
+    pub fn respond(&self, parts: &Parts) -> BoxFuture<Response<String>> {
+        let identifying = self.identify.identify(parts);
+        let store = self.store.clone();
+        let ttl = self.ttl;
         Box::pin(async move {
-            match issuing.await {
+            let Some(verified) = identifying.await else {
+                return error_response(&AuthError::new(AuthErrorKind::Missing));
+            };
+            match store.issue(verified, ttl).await {
                 Ok(issued) => {
                     let secs = issued.expires_in.as_millis().div_ceil(1000);
+                    tracing::debug!(expires_in = secs as u64, "ticket issued");
                     let body = serde_json::json!({
                         "ticket": issued.ticket.expose_secret(),
                         "expires_in": secs,
@@ -159,10 +263,11 @@ fn error_response(error: &AuthError) -> Response<String> {
     response
 }
 
-impl<St, B> Service<Request<B>> for TicketEndpoint<St>
+impl<St, F, B> Service<Request<B>> for TicketEndpoint<St, F>
 where
     St: TicketStore + Clone + Send + Sync + 'static,
     St::IssueFuture: Send,
+    F: IdentifyCaller<St::Identity>,
 {
     type Response = Response<String>;
     type Error = Infallible;
@@ -173,21 +278,24 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let response = self.respond(req.extensions());
+        let (parts, _body) = req.into_parts();
+        let response = self.respond(&parts);
         Box::pin(async move { Ok(response.await) })
     }
 }
 
 #[cfg(feature = "axum")]
-impl<St, S> axum::handler::Handler<(), S> for TicketEndpoint<St>
+impl<St, F, S> axum::handler::Handler<(), S> for TicketEndpoint<St, F>
 where
     St: TicketStore + Clone + Send + Sync + 'static,
     St::IssueFuture: Send,
+    F: IdentifyCaller<St::Identity> + Clone + Send + Sync + 'static,
 {
     type Future = Pin<Box<dyn Future<Output = axum::response::Response> + Send>>;
 
     fn call(self, req: axum::extract::Request, _state: S) -> Self::Future {
-        let response = self.respond(req.extensions());
+        let (parts, _body) = req.into_parts();
+        let response = self.respond(&parts);
         Box::pin(async move { response.await.map(axum::body::Body::from) })
     }
 }

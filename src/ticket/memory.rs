@@ -24,10 +24,14 @@ pub const DEFAULT_MAX_TICKETS_PER_SUBJECT: usize = 16;
 ///
 /// Sharded over 16 mutexes so both cores issue and redeem without waiting on
 /// each other. Expired tickets are reclaimed from a per-shard expiry heap as
-/// new tickets are issued, never by scanning the whole store. Outstanding
-/// tickets are capped in total and per [`Subject`], so a client cannot grow
-/// the server's memory without bound; at the cap, issuing fails with
-/// [`LimitReached`](AuthErrorKind::LimitReached) (429 at the endpoint).
+/// new tickets are issued, never by scanning the whole store.
+///
+/// Outstanding tickets are capped per [`Subject`] (default
+/// [`DEFAULT_MAX_TICKETS_PER_SUBJECT`]; over it, issuing fails with
+/// [`LimitReached`](AuthErrorKind::LimitReached), 429 at the endpoint) and in
+/// total (default [`DEFAULT_MAX_TICKETS`]; when full, the ticket closest to
+/// expiry is dropped to make room, so tickets of other identities can never
+/// lock a new user out for a whole TTL). Memory stays bounded either way.
 ///
 /// For several server instances behind a load balancer use
 /// `RedisTicketStore` (feature `redis`).
@@ -228,20 +232,78 @@ impl<I> MemoryTicketStore<I> {
         self.release_all(released);
     }
 
+    fn try_reserve_total(&self) -> bool {
+        if self.inner.total.fetch_add(1, Ordering::AcqRel) < self.inner.max_total {
+            return true;
+        }
+        self.inner.total.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    /// Make room for one more ticket: expired ones go first; when the store
+    /// is still full, the ticket closest to expiry is dropped, so that tickets
+    /// of other identities cannot lock a new user out for a whole TTL.
     fn reserve_total(&self) -> Result<(), AuthError> {
-        let limit = || {
-            AuthError::new(AuthErrorKind::LimitReached).with_detail("too many outstanding tickets")
-        };
-        if self.inner.total.fetch_add(1, Ordering::AcqRel) < self.inner.max_total {
+        if self.try_reserve_total() {
             return Ok(());
         }
-        self.inner.total.fetch_sub(1, Ordering::AcqRel);
         self.reclaim_expired();
-        if self.inner.total.fetch_add(1, Ordering::AcqRel) < self.inner.max_total {
+        // Bounded: concurrent issuers may take the freed places first.
+        for _ in 0..4 {
+            if self.try_reserve_total() {
+                return Ok(());
+            }
+            if !self.evict_soonest() {
+                break;
+            }
+        }
+        if self.try_reserve_total() {
             return Ok(());
         }
-        self.inner.total.fetch_sub(1, Ordering::AcqRel);
-        Err(limit())
+        Err(AuthError::new(AuthErrorKind::LimitReached).with_detail("too many outstanding tickets"))
+    }
+
+    /// Drop the outstanding ticket that expires first. Whether one was found.
+    fn evict_soonest(&self) -> bool {
+        let live_head = |shard: &mut Shard<I>| -> Option<Instant> {
+            // The heap is lazy: skip entries of redeemed tickets.
+            while let Some(Reverse((at, key))) = shard.expiry.peek().copied() {
+                if shard.tickets.get(&key).is_some_and(|e| e.expires == at) {
+                    return Some(at);
+                }
+                shard.expiry.pop();
+            }
+            None
+        };
+        let mut soonest: Option<(Instant, usize)> = None;
+        for (index, shard) in self.inner.shards.iter().enumerate() {
+            if let Some(at) = live_head(&mut lock(shard)) {
+                if soonest.is_none_or(|(best, _)| at < best) {
+                    soonest = Some((at, index));
+                }
+            }
+        }
+        let Some((_, index)) = soonest else {
+            return false;
+        };
+        let evicted = {
+            let mut shard = lock(&self.inner.shards[index]);
+            match live_head(&mut shard) {
+                Some(_) => shard
+                    .expiry
+                    .pop()
+                    .and_then(|Reverse((_, key))| shard.tickets.remove(&key)),
+                None => None,
+            }
+        };
+        match evicted {
+            Some(entry) => {
+                self.release_all(vec![entry.subject]);
+                true
+            }
+            // Another thread took it: try again.
+            None => true,
+        }
     }
 
     fn reserve_subject(&self, subject: u64) -> Result<(), AuthError> {
@@ -348,7 +410,7 @@ mod tests {
     fn exactly_once_and_caps() {
         let store = MemoryTicketStore::<String>::with_limits(3, 2);
         let a1 = store
-            .issue_now(Verified::new("a".into()), Duration::from_secs(30))
+            .issue_now(Verified::new("a".into()), Duration::from_secs(10))
             .unwrap();
         store
             .issue_now(Verified::new("a".into()), Duration::from_secs(30))
@@ -360,18 +422,20 @@ mod tests {
         store
             .issue_now(Verified::new("b".into()), Duration::from_secs(30))
             .unwrap();
-        let err = store
-            .issue_now(Verified::new("c".into()), Duration::from_secs(30))
-            .unwrap_err();
-        assert_eq!(err.kind(), AuthErrorKind::LimitReached);
         assert_eq!(store.len(), 3);
-
-        assert_eq!(store.redeem_at_once(&cred(&a1)).unwrap().identity, "a");
+        // Full: a new user still gets a ticket; the one closest to expiry
+        // (a1) makes room.
+        let c = store
+            .issue_now(Verified::new("c".into()), Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(store.len(), 3);
         assert_eq!(
             store.redeem_at_once(&cred(&a1)).unwrap_err().kind(),
             AuthErrorKind::Invalid
         );
+        assert_eq!(store.redeem_at_once(&cred(&c)).unwrap().identity, "c");
         assert_eq!(store.len(), 2);
+        // a1's place under a's own cap was given back too.
         store
             .issue_now(Verified::new("a".into()), Duration::from_secs(30))
             .unwrap();

@@ -48,7 +48,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-pub use self::endpoint::TicketEndpoint;
+pub use self::endpoint::{FromExtensions, IdentifyCaller, TicketEndpoint};
 pub use self::memory::{MemoryTicketStore, DEFAULT_MAX_TICKETS, DEFAULT_MAX_TICKETS_PER_SUBJECT};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisTicketStore, DEFAULT_PREFIX};
