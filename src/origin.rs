@@ -301,6 +301,42 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_read_exactly_as_browsers_send_them() {
+        let p = OriginPolicy::allow(["http://127.0.0.1:3000", "https://app.example/"]).unwrap();
+        for ok in [
+            "http://127.0.0.1:3000",
+            "https://app.example",
+            "HTTPS://App.Example:443",
+        ] {
+            assert!(p.check(&parts(Some(ok), "x")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:3000/",
+            "http://127.0.0.1:3000/ws",
+            "http://127.0.0.1:3000#x",
+            "http://127.0.0.1:3000?x",
+            "http://127.0.0.1:03000",
+            "http://127.0.0.1:3000 ",
+            "http://127.0.0.1 :3000",
+            "http://127.0.0.1:",
+            "http://user@127.0.0.1:3000",
+            "http:/127.0.0.1:3000",
+            "https://app.example.",
+            "null",
+            "",
+        ] {
+            assert!(p.check(&parts(Some(bad), "x")).is_err(), "{bad:?}");
+        }
+        let same = OriginPolicy::same_origin();
+        assert!(same
+            .check(&parts(Some("http://localhost:3000/"), "localhost:3000"))
+            .is_err());
+        assert!(same
+            .check(&parts(Some("http://localhost:03000"), "localhost:3000"))
+            .is_err());
+    }
+
+    #[test]
     fn allowlist_rejects_bad_configuration() {
         assert!(OriginPolicy::allow(["not an origin"]).is_err());
         assert!(OriginPolicy::allow(["https://a.example/path"]).is_err());

@@ -820,6 +820,44 @@ mod tests {
     }
 
     #[test]
+    fn cookie_names_are_read_percent_decoded_like_cookie_jars_do() {
+        let mut p = parts(Request::get("/ws").header("cookie", "sess%69on=s1; lang=en"));
+        let c = Cookie::named("session").extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.expose_secret(), "s1");
+        assert_eq!(p.headers[COOKIE], "lang=en");
+        let mut p = parts(Request::get("/ws").header("cookie", "session=a; %73ession=b"));
+        assert_eq!(
+            kind(Cookie::named("session").extract(&mut p)),
+            AuthErrorKind::Ambiguous
+        );
+    }
+
+    #[test]
+    fn cookie_rewrite_keeps_other_cookies_bytes_exactly() {
+        let raw: &[u8] = b"theme=d\xe9j\xe0; session=s1; x=\xff\"q\"";
+        let mut p =
+            parts(Request::get("/ws").header("cookie", HeaderValue::from_bytes(raw).unwrap()));
+        let c = Cookie::named("session").extract(&mut p).unwrap().unwrap();
+        assert_eq!(c.expose_secret(), "s1");
+        assert_eq!(
+            p.headers[COOKIE].as_bytes(),
+            b"theme=d\xe9j\xe0; x=\xff\"q\""
+        );
+        // A header without the cookie is not touched at all.
+        let untouched = HeaderValue::from_bytes(b"a=\xff;;b=1 ").unwrap();
+        let mut p = parts(
+            Request::get("/ws")
+                .header("cookie", untouched.clone())
+                .header("cookie", "session=s1"),
+        );
+        Cookie::named("session").extract(&mut p).unwrap().unwrap();
+        assert_eq!(
+            p.headers.get_all(COOKIE).iter().collect::<Vec<_>>(),
+            [untouched]
+        );
+    }
+
+    #[test]
     fn bearer_scheme_is_case_insensitive_and_other_schemes_are_invalid() {
         let mut p = parts(Request::get("/ws").header("authorization", "bEaReR  tok"));
         let c = Bearer.extract(&mut p).unwrap().unwrap();

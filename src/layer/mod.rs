@@ -396,6 +396,29 @@ mod tests {
     }
 
     #[test]
+    fn the_redactor_hides_near_miss_spellings() {
+        let redactor = Redactor::for_params(["ticket"]);
+        let show = |uri: &str| redactor.uri(&uri.parse().unwrap()).to_string();
+        assert_eq!(show("/ws?room=1&ticket=s1"), "/ws?room=1&ticket=[redacted]");
+        for (uri, secret) in [
+            ("/ws?Ticket=s2", "s2"),
+            ("/ws?TICKET=s3&x=1", "s3"),
+            ("/ws?ticket%3Ds4", "s4"),
+            ("/ws?tick%65t=s5", "s5"),
+            ("/ws?x=1;ticket=s6", "s6"),
+            ("/ws?x=1&amp;ticket=s7", "s7"),
+            ("/ws?x=1&amp%3Bticket=s8", "s8"),
+            ("/ws?+ticket=s9", "s9"),
+            ("/ws?%54icket%3ds10", "s10"),
+        ] {
+            let shown = show(uri);
+            assert!(!shown.contains(secret), "{uri} shown as {shown}");
+            assert!(shown.contains("[redacted]"), "{uri} shown as {shown}");
+        }
+        assert_eq!(show("/ws?room=1;x=2&tickets=3"), "/ws?room=1;x=2&tickets=3");
+    }
+
+    #[test]
     fn upgrade_detection() {
         let req = |b: http::request::Builder| b.body(()).unwrap();
         assert!(is_websocket_upgrade(&req(
