@@ -33,8 +33,11 @@ use tower_ws_auth::{AuthError, AuthErrorKind, Credential, Verified, Verifier};
 
 const DEADLINE: Duration = Duration::from_millis(1000);
 
+/// No leeway: these tests time the close at `exp` itself.
 fn jwt() -> JwtVerifier<BasicClaims> {
-    JwtVerifier::<BasicClaims>::hs256(SECRET).unwrap()
+    JwtVerifier::<BasicClaims>::hs256(SECRET)
+        .unwrap()
+        .leeway(Duration::ZERO)
 }
 
 /// JWT, except that `mallory` is authenticated but forbidden.
@@ -92,9 +95,14 @@ where
 }
 
 async fn axum_route(Path(preset): Path<String>, upgrade: WebSocketUpgrade) -> Response {
+    let upgrade = if preset == "limited" {
+        FirstMessageAuth::json().limit_upgrade(upgrade)
+    } else {
+        upgrade
+    };
     upgrade.on_upgrade(move |socket| async move {
         if preset == "graphql" {
-            session(socket, GraphqlTransportWs).await
+            session(socket, GraphqlTransportWs::new()).await
         } else {
             session(socket, JsonAuth).await
         }
@@ -118,11 +126,20 @@ async fn tungstenite_server() -> SocketAddr {
                     path = req.uri().path().to_owned();
                     Ok(res)
                 };
-                let Ok(socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+                // Every socket is limited to 64 KiB (the demo's limit): above
+                // the 16 KiB auth-message cap, so that the guard's own cap is
+                // tested too.
+                let config = FirstMessageAuth::json()
+                    .max_len(64 * 1024)
+                    .websocket_config();
+                let Ok(socket) =
+                    tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config))
+                        .await
+                else {
                     return;
                 };
                 if path == "/graphql" {
-                    session(socket, GraphqlTransportWs).await
+                    session(socket, GraphqlTransportWs::new()).await
                 } else {
                     session(socket, JsonAuth).await
                 }
@@ -273,8 +290,13 @@ fn init(token: &str) -> Message {
 #[tokio::test]
 async fn graphql_transport_ws_success_and_every_close_code() {
     for (kind, addr) in servers().await {
-        // Success, with a protocol ping answered while waiting.
+        // Success, with a protocol ping answered and a pong allowed while
+        // waiting.
         let mut socket = open(addr, "graphql").await;
+        socket
+            .send(Message::text(r#"{"type":"pong"}"#))
+            .await
+            .unwrap();
         socket
             .send(Message::text(r#"{"type":"ping"}"#))
             .await
@@ -301,11 +323,13 @@ async fn graphql_transport_ws_success_and_every_close_code() {
 
         let cases = [
             ("bad message", Message::text("{not json"), 4400),
-            ("unauthorized", init("forged"), 4401),
+            // 4403, which graphql-ws retries with fresh connectionParams.
+            ("unauthorized", init("forged"), 4403),
+            ("expired", init(&expired_token("alice")), 4403),
             (
                 "no token",
                 Message::text(r#"{"type":"connection_init"}"#),
-                4401,
+                4403,
             ),
             (
                 "subscribe before ack",
@@ -335,6 +359,10 @@ async fn graphql_transport_ws_success_and_every_close_code() {
 
 /// Authenticate with a token that expires in `ttl` seconds (whole seconds,
 /// as `exp` is).
+fn expired_token(sub: &str) -> String {
+    hs256(&json!({"sub": sub, "exp": 1_000_000_000u64}), SECRET)
+}
+
 async fn authenticated(addr: SocketAddr, sub: &str, ttl: u64) -> Client {
     let mut socket = open(addr, "json").await;
     socket.send(auth_message(&token(sub, ttl))).await.unwrap();
@@ -352,7 +380,165 @@ async fn expiry_closes_an_idle_socket_with_4002() {
             Some(4002),
             "{kind}"
         );
-        assert!(started.elapsed() <= Duration::from_millis(2300), "{kind}");
+        // `exp` is whole seconds: at most 2 s, plus a busy machine's delay.
+        assert!(started.elapsed() <= Duration::from_millis(3000), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn graphql_expiry_of_a_live_socket_closes_with_a_code_clients_retry_on() {
+    for (kind, addr) in servers().await {
+        let mut socket = open(addr, "graphql").await;
+        socket.send(init(&token("alice", 2))).await.unwrap();
+        assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        assert_eq!(
+            close_code(&mut socket, Duration::from_secs(5)).await,
+            Some(4403),
+            "{kind}"
+        );
+    }
+}
+
+/// Other payload shapes the ecosystem sends its token in.
+#[tokio::test]
+async fn graphql_reads_the_usual_payload_shapes() {
+    let token = token("alice", 60);
+    let payloads = [
+        json!({"token": token}),
+        json!({"authorization": token}),
+        json!({"Authorization": format!("bearer {token}")}),
+        json!({"headers": {"Authorization": format!("Bearer {token}")}}),
+        json!({"headers": {"authorization": token}}),
+    ];
+    for (kind, addr) in servers().await {
+        for payload in &payloads {
+            let mut socket = open(addr, "graphql").await;
+            let init = json!({"type": "connection_init", "payload": payload});
+            socket.send(Message::text(init.to_string())).await.unwrap();
+            assert_eq!(
+                next_json(&mut socket).await,
+                json!({"type": "connection_ack"}),
+                "{kind}: {payload}"
+            );
+        }
+    }
+}
+
+/// An auth message over the cap is refused unverified, even with a valid
+/// token, and never reaches the application.
+#[tokio::test]
+async fn reauth_over_the_cap_is_refused_unverified() {
+    for (kind, addr) in servers().await {
+        let mut socket = authenticated(addr, "alice", 2).await;
+        let oversize = json!({
+            "type": "auth",
+            "token": token("alice", 60),
+            "pad": "x".repeat(40 * 1024),
+        });
+        socket
+            .send(Message::text(oversize.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut socket).await,
+            json!({"type": "auth_fail"}),
+            "{kind}"
+        );
+        // Not extended: the socket still closes at the first token's expiry.
+        assert_eq!(
+            close_code(&mut socket, Duration::from_secs(5)).await,
+            Some(4002),
+            "{kind}"
+        );
+    }
+}
+
+/// With the socket limits set to the cap, an oversize message is refused by
+/// the WebSocket library as it arrives, not after 64 MiB were buffered: a
+/// client streaming an endless fragmented message is cut off early.
+#[tokio::test]
+async fn socket_limits_refuse_an_oversize_message_as_it_arrives() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    for (kind, addr) in servers().await {
+        let path = if kind == "axum" { "limited" } else { "json" };
+        let mut socket = open(addr, path).await;
+        // Fragments of 8 KiB, never finished: the server must give up long
+        // before the 64 MiB a library buffers by default.
+        let fragment = vec![b'x'; 8 * 1024];
+        let mut refused = false;
+        for i in 0..1024 {
+            let opcode = if i == 0 {
+                OpCode::Data(Data::Text)
+            } else {
+                OpCode::Data(Data::Continue)
+            };
+            let frame = Frame::message(fragment.clone(), opcode, false);
+            if socket.send(Message::Frame(frame)).await.is_err() {
+                refused = true;
+                break;
+            }
+            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), socket.next()).await
+            {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "{kind}: 8 MiB of one message were accepted");
+    }
+}
+
+/// One decision for "is this an auth message": an escaped `type` is still
+/// an auth message (intercepted, answered), and the application's own array
+/// that starts with "auth" is application data (echoed).
+#[tokio::test]
+async fn the_guard_and_the_parser_agree_on_auth_messages() {
+    for (kind, addr) in servers().await {
+        let mut socket = authenticated(addr, "alice", 60).await;
+        let escaped = format!(r#"{{"type":"auth","token":"{}"}}"#, token("alice", 60));
+        socket.send(Message::text(escaped)).await.unwrap();
+        assert_eq!(
+            next_json(&mut socket).await,
+            json!({"type": "auth_ok", "userId": "alice"}),
+            "{kind}"
+        );
+        assert_echo(&mut socket, r#"["auth","hello"]"#).await;
+        socket
+            .send(Message::text(r#"{"type":"auth","token":7}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_json(&mut socket).await,
+            json!({"type": "auth_fail"}),
+            "{kind}"
+        );
+        assert_echo(&mut socket, "still here").await;
+    }
+}
+
+/// A client that floods auth messages and never reads: the guard stops
+/// reading while its replies cannot be written, so the client's own sends
+/// end up blocked instead of the server queueing replies without bound.
+#[tokio::test]
+async fn a_client_that_never_reads_is_held_back() {
+    for (kind, addr) in servers().await {
+        let mut socket = authenticated(addr, "alice", 600).await;
+        let flood = Message::text(r#"{"type":"auth","token":"x"}"#);
+        let mut blocked = false;
+        // About 30 MB at most; the socket buffers on both sides hold a few.
+        for _ in 0..1_000_000 {
+            match tokio::time::timeout(Duration::from_secs(3), socket.send(flood.clone())).await {
+                Ok(sent) => sent.unwrap(),
+                Err(_) => {
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        assert!(
+            blocked,
+            "{kind}: the server kept reading a client that never reads"
+        );
     }
 }
 

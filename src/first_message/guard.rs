@@ -43,6 +43,19 @@ pin_project! {
     ///
     /// Protocols that do not allow re-authentication (graphql-transport-ws)
     /// close the socket on a second init (4429).
+    ///
+    /// An auth message is whatever the protocol's
+    /// [`read`](AuthProtocol::read) calls one, nothing else: a malformed one
+    /// or one over the size cap ([`max_len`](Self::max_len), by default the
+    /// first message's 16 KiB) is refused without being verified, and never
+    /// reaches the application.
+    ///
+    /// # Backpressure
+    ///
+    /// Replies are written before anything more is read: while the client
+    /// does not read them, the guard does not read either, so a client that
+    /// floods auth messages and never reads holds the guard to one pending
+    /// reply, and the socket's own write buffer.
     pub struct LifetimeGuard<S, M, V, P>
     where
         V: Verifier,
@@ -62,6 +75,10 @@ pin_project! {
         protocol: P,
         subject: Box<str>,
         expires_at: Option<SystemTime>,
+        max_len: usize,
+        // At most a reply and a close: the guard reads nothing more while
+        // they cannot be written, so a client that never reads cannot make
+        // it queue without bound.
         outbox: VecDeque<M>,
         phase: Phase,
     }
@@ -71,7 +88,8 @@ fn deadline_for(expires_at: Option<SystemTime>) -> Instant {
     let remaining = match expires_at {
         Some(at) => at
             .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
+            .min(NEVER),
         None => NEVER,
     };
     Instant::now() + remaining
@@ -102,9 +120,19 @@ where
             protocol,
             subject: identity.subject().into(),
             expires_at,
-            outbox: VecDeque::new(),
+            max_len: super::DEFAULT_MAX_MESSAGE_LEN,
+            outbox: VecDeque::with_capacity(2),
             phase: Phase::Open,
         }
+    }
+
+    /// Cap on an in-band re-authentication message, in bytes (default
+    /// [`DEFAULT_MAX_MESSAGE_LEN`](super::DEFAULT_MAX_MESSAGE_LEN), as for
+    /// the first message). An auth message over it is refused unverified.
+    #[must_use]
+    pub fn max_len(mut self, max_len: usize) -> Self {
+        self.max_len = max_len;
+        self
     }
 
     /// When the current credential expires.
@@ -206,7 +234,9 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            // Replies go out first; a write error surfaces through reads.
+            // Replies go out first, and nothing more is read until they have:
+            // a client that does not read holds the guard to what is queued.
+            // A write error surfaces through reads.
             let flushed = Self::poll_outbox(&mut this.socket, this.outbox, cx);
             match *this.phase {
                 Phase::Closed => return Poll::Ready(None),
@@ -219,6 +249,7 @@ where
                         }
                     };
                 }
+                Phase::Open if flushed.is_pending() => return Poll::Pending,
                 Phase::Open => {}
             }
 
@@ -281,15 +312,18 @@ where
                 }
                 other => return other,
             };
-            let token = match message.kind() {
-                MessageKind::Text(text) if this.protocol.may_be_auth(text) => {
-                    match this.protocol.read(text) {
-                        Incoming::Auth(token) => token,
-                        _ => return Poll::Ready(Some(Ok(message))),
-                    }
-                }
-                _ => return Poll::Ready(Some(Ok(message))),
+            let MessageKind::Text(text) = message.kind() else {
+                return Poll::Ready(Some(Ok(message)));
             };
+            if !this.protocol.may_be_auth(text) {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            let incoming = this.protocol.read(text);
+            if !incoming.is_auth() {
+                return Poll::Ready(Some(Ok(message)));
+            }
+            // From here on the message is an auth message: answered here,
+            // never handed to the application.
             let duplicate = AuthError::new(AuthErrorKind::Ambiguous);
             if !this.protocol.allows_reauth() {
                 answer(
@@ -301,13 +335,19 @@ where
                 *this.phase = Phase::Closing;
                 continue;
             }
-            if this.verifying.is_some() {
+            let refusal = match incoming {
+                // Over the cap: never verified.
+                _ if text.len() > *this.max_len => AuthError::new(AuthErrorKind::TooLarge),
+                Incoming::Auth(token) if this.verifying.is_none() => {
+                    let credential = Credential::new(SourceKind::FirstMessage, token);
+                    this.verifying.set(Some(this.verifier.verify(credential)));
+                    continue;
+                }
                 // One re-authentication at a time.
-                answer(this.protocol, this.outbox, &duplicate, Answer::Reply);
-                continue;
-            }
-            let credential = Credential::new(SourceKind::FirstMessage, token);
-            this.verifying.set(Some(this.verifier.verify(credential)));
+                Incoming::Auth(_) => duplicate,
+                _ => AuthError::new(AuthErrorKind::Malformed).with_detail("malformed auth message"),
+            };
+            answer(this.protocol, this.outbox, &refusal, Answer::Reply);
         }
     }
 }

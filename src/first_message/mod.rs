@@ -9,6 +9,13 @@
 //! first data message must be the auth message; pings are answered by the
 //! WebSocket library as usual. The token never appears in a URL or header.
 //!
+//! The cap is only as good as the socket's own limits: a WebSocket library
+//! assembles a whole message (64 MiB by default) before this crate sees it.
+//! Give the socket the same limit with
+//! [`FirstMessageAuth::limit_upgrade`] (axum) or
+//! [`FirstMessageAuth::websocket_config`] (tokio-tungstenite), so an oversize
+//! message is refused as it arrives.
+//!
 //! [`LifetimeGuard`] wraps an authenticated socket (by either kind of auth) and
 //! closes it when the credential expires, unless the client re-authenticates
 //! in band first; the application's own message loop never sees those
@@ -66,6 +73,7 @@ use futures_sink::Sink;
 
 pub use self::guard::LifetimeGuard;
 pub use self::message::{MessageKind, WsMessage};
+use self::protocol::DATA_BEFORE_AUTH;
 pub use self::protocol::{AuthProtocol, GraphqlTransportWs, Incoming, JsonAuth, Refusal};
 use crate::credential::{Credential, SourceKind};
 use crate::error::{AuthError, AuthErrorKind};
@@ -95,7 +103,7 @@ impl FirstMessageAuth<JsonAuth> {
 impl FirstMessageAuth<GraphqlTransportWs> {
     /// The graphql-transport-ws preset ([`GraphqlTransportWs`]).
     pub fn graphql_transport_ws() -> Self {
-        Self::with_protocol(GraphqlTransportWs)
+        Self::with_protocol(GraphqlTransportWs::new())
     }
 }
 
@@ -139,12 +147,47 @@ impl<P: AuthProtocol> FirstMessageAuth<P> {
     }
 
     /// Cap on the auth message in bytes, checked before it is parsed. Set the
-    /// WebSocket library's own `max_message_size` too, so that it does not
-    /// buffer a huge message before this cap sees it.
+    /// WebSocket library's own limits too ([`limit_upgrade`](Self::limit_upgrade)
+    /// for axum, [`websocket_config`](Self::websocket_config) for
+    /// tokio-tungstenite), so that it does not buffer a huge message before
+    /// this cap sees it.
     #[must_use]
     pub fn max_len(mut self, max_len: usize) -> Self {
         self.max_len = max_len;
         self
+    }
+
+    /// The cap on the auth message, in bytes.
+    pub fn max_message_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Set axum's socket limits to this cap: a message or frame larger than
+    /// it is refused by the WebSocket library as it arrives (close 1009),
+    /// before it is buffered, instead of after the library has assembled up
+    /// to its 64 MiB default.
+    ///
+    /// axum cannot change the limits after the upgrade, so they hold for the
+    /// whole connection: size the cap for the application's own messages too
+    /// (the demo uses 64 KiB).
+    #[cfg(feature = "axum")]
+    pub fn limit_upgrade(
+        &self,
+        upgrade: axum::extract::ws::WebSocketUpgrade,
+    ) -> axum::extract::ws::WebSocketUpgrade {
+        upgrade
+            .max_message_size(self.max_len)
+            .max_frame_size(self.max_len)
+    }
+
+    /// A tokio-tungstenite configuration whose message and frame limits are
+    /// this cap, for `accept_async_with_config`. The limits hold for the
+    /// whole connection: size the cap for the application's messages too.
+    #[cfg(feature = "tungstenite")]
+    pub fn websocket_config(&self) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(self.max_len))
+            .max_frame_size(Some(self.max_len))
     }
 
     /// The message protocol.
@@ -206,8 +249,17 @@ impl<P: AuthProtocol> FirstMessageAuth<P> {
         V: Verifier,
     {
         loop {
-            let Some(Ok(message)) = next_message(socket).await else {
-                return Waited::Gone;
+            let message = match next_message(socket).await {
+                Some(Ok(message)) => message,
+                None => return Waited::Gone,
+                // Over the socket's own size limit, or a protocol error: the
+                // library refused the message before it was assembled.
+                Some(Err(_)) => {
+                    return Waited::Refused(
+                        AuthError::new(AuthErrorKind::TooLarge)
+                            .with_detail("unreadable or oversize message"),
+                    )
+                }
             };
             let text = match message.kind() {
                 MessageKind::Control => continue,
@@ -241,13 +293,13 @@ impl<P: AuthProtocol> FirstMessageAuth<P> {
                         return Waited::Gone;
                     }
                 }
+                Incoming::Ignore => {}
                 Incoming::Other => {
                     return Waited::Refused(
-                        AuthError::new(AuthErrorKind::Missing)
-                            .with_detail("data before authentication"),
+                        AuthError::new(AuthErrorKind::Missing).with_detail(DATA_BEFORE_AUTH),
                     )
                 }
-                Incoming::Malformed => {
+                Incoming::BadAuth | Incoming::Malformed => {
                     return Waited::Refused(
                         AuthError::new(AuthErrorKind::Malformed)
                             .with_detail("malformed auth message"),
