@@ -58,6 +58,14 @@ pub enum AuthErrorKind {
     /// The credential is valid but the identity may not use this endpoint.
     /// 403; close 4003.
     Forbidden,
+    /// The credential is valid but lacks what this endpoint requires (a role,
+    /// a scope, a tenant), as a claims check such as
+    /// [`VerifierExt::require`](crate::VerifierExt::require) decided. 403 with
+    /// `WWW-Authenticate: Bearer error="insufficient_scope"` ([RFC 6750
+    /// §3.1]); close 4003.
+    ///
+    /// [RFC 6750 §3.1]: https://www.rfc-editor.org/rfc/rfc6750#section-3.1
+    InsufficientScope,
     /// The request's `Origin` is not allowed (Cross-Site WebSocket Hijacking
     /// defence, [RFC 6455 §10.2]). 403; close 4003.
     ///
@@ -86,6 +94,7 @@ impl AuthErrorKind {
             Self::Invalid => "invalid",
             Self::Expired => "expired",
             Self::Forbidden => "forbidden",
+            Self::InsufficientScope => "insufficient_scope",
             Self::OriginRejected => "origin_rejected",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
@@ -173,7 +182,9 @@ impl AuthError {
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => {
                 StatusCode::BAD_REQUEST
             }
-            AuthErrorKind::Forbidden | AuthErrorKind::OriginRejected => StatusCode::FORBIDDEN,
+            AuthErrorKind::Forbidden
+            | AuthErrorKind::InsufficientScope
+            | AuthErrorKind::OriginRejected => StatusCode::FORBIDDEN,
             AuthErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             AuthErrorKind::LimitReached => StatusCode::TOO_MANY_REQUESTS,
@@ -195,6 +206,7 @@ impl AuthError {
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => {
                 Some("Bearer error=\"invalid_request\"")
             }
+            AuthErrorKind::InsufficientScope => Some("Bearer error=\"insufficient_scope\""),
             _ => None,
         }
     }
@@ -206,7 +218,7 @@ impl AuthError {
     /// |---|---|---|
     /// | 4001 | missing or invalid credential | no, not with the same credential |
     /// | 4002 | credential expired | yes, with a fresh credential |
-    /// | 4003 | forbidden (identity or origin) | no |
+    /// | 4003 | forbidden (identity, scope or origin) | no |
     /// | 4008 | authentication deadline passed | yes |
     /// | 4400 | malformed, ambiguous or oversize auth message | no |
     /// | 4429 | too many outstanding tickets | yes, later |
@@ -217,7 +229,9 @@ impl AuthError {
         match self.kind {
             AuthErrorKind::Missing | AuthErrorKind::Invalid => 4001,
             AuthErrorKind::Expired => 4002,
-            AuthErrorKind::Forbidden | AuthErrorKind::OriginRejected => 4003,
+            AuthErrorKind::Forbidden
+            | AuthErrorKind::InsufficientScope
+            | AuthErrorKind::OriginRejected => 4003,
             AuthErrorKind::Timeout => 4008,
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => 4400,
             AuthErrorKind::Unavailable => 1013,
@@ -251,6 +265,7 @@ impl AuthError {
             AuthErrorKind::Invalid => "invalid credential",
             AuthErrorKind::Expired => "credential expired",
             AuthErrorKind::Forbidden => "forbidden",
+            AuthErrorKind::InsufficientScope => "insufficient scope",
             AuthErrorKind::OriginRejected => "origin not allowed",
             AuthErrorKind::Unavailable => "authentication backend unavailable",
             AuthErrorKind::Timeout => "authentication timed out",

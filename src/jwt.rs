@@ -59,14 +59,50 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
 /// output size ([RFC 7518 §3.2](https://www.rfc-editor.org/rfc/rfc7518#section-3.2)).
 pub const MIN_HMAC_SECRET_LEN: usize = 32;
 
-/// Claims a [`JwtVerifier`] can produce.
+/// Claims a [`JwtVerifier`] can produce: your own claims type, with whatever
+/// fields your tokens carry (roles, scope, tenant…).
 ///
-/// The verifier needs the expiry to tell the
+/// Derive `serde::Deserialize` and `Clone`, and say where the subject and
+/// the expiry are; that is all. Every `JwtClaims` is a [`Subject`] (used to
+/// cap tickets per user and to check that an in-band re-authentication is by
+/// the same user), and its expiry tells the
 /// [`LifetimeGuard`](crate::first_message::LifetimeGuard) when to close the
 /// socket.
+///
+/// ```
+/// use serde::Deserialize;
+/// use tower_ws_auth::jwt::JwtClaims;
+///
+/// #[derive(Clone, Deserialize)]
+/// struct Claims {
+///     sub: String,
+///     exp: u64,
+///     #[serde(default)]
+///     roles: Vec<String>,
+///     scope: Option<String>,
+///     tenant: String,
+/// }
+///
+/// impl JwtClaims for Claims {
+///     fn subject(&self) -> &str { &self.sub }
+///     fn expires_at(&self) -> Option<u64> { Some(self.exp) }
+/// }
+/// ```
+///
+/// Check them per route with
+/// [`VerifierExt::require`](crate::VerifierExt::require), which refuses
+/// with 403 and `WWW-Authenticate: Bearer error="insufficient_scope"`.
 pub trait JwtClaims: DeserializeOwned + Clone + Send + Sync + 'static {
+    /// The `sub` claim: who the token is about.
+    fn subject(&self) -> &str;
     /// The `exp` claim, seconds since the Unix epoch.
     fn expires_at(&self) -> Option<u64>;
+}
+
+impl<C: JwtClaims> Subject for C {
+    fn subject(&self) -> &str {
+        JwtClaims::subject(self)
+    }
 }
 
 /// The registered claims most applications need: `sub` and `exp`. Other claims
@@ -80,14 +116,12 @@ pub struct BasicClaims {
 }
 
 impl JwtClaims for BasicClaims {
-    fn expires_at(&self) -> Option<u64> {
-        Some(self.exp)
-    }
-}
-
-impl Subject for BasicClaims {
     fn subject(&self) -> &str {
         &self.sub
+    }
+
+    fn expires_at(&self) -> Option<u64> {
+        Some(self.exp)
     }
 }
 

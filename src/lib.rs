@@ -113,4 +113,7 @@ pub use crate::extract::MissingAuthenticated;
 pub use crate::layer::{is_websocket_upgrade, Authenticated, Redactor, WsAuth, WsAuthLayer};
 pub use crate::origin::OriginPolicy;
 pub use crate::rejection::{DefaultRejection, OnRejection};
-pub use crate::verify::{Subject, Verification, Verified, Verifier};
+pub use crate::verify::{
+    MapIdentity, MapIdentityFuture, Require, RequireFuture, Subject, Verification, Verified,
+    Verifier, VerifierExt,
+};

@@ -61,7 +61,6 @@ mod service;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use http::header::UPGRADE;
 use http::{Method, Request, Uri, Version};
@@ -70,20 +69,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::WsAuthLayer;
 pub use self::service::WsAuth;
 use crate::authenticate::Authenticate;
-use crate::credential::SourceKind;
-
-/// The verified identity of a connection, found in the request extensions
-/// (and, with the `axum` feature, an extractor).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Authenticated<I> {
-    /// Who the client is.
-    pub identity: I,
-    /// Where the credential was found.
-    pub via: SourceKind,
-    /// When the credential expires, if it does; hand it to the
-    /// [`LifetimeGuard`](crate::first_message::LifetimeGuard) to close the socket then.
-    pub expires_at: Option<SystemTime>,
-}
+pub use crate::verify::Authenticated;
 
 /// Whether `req` asks for a WebSocket: an HTTP/1.1 `Upgrade: websocket`, or an
 /// HTTP/2 (or later) `CONNECT` ([RFC 8441], [RFC 9220]).
@@ -178,7 +164,7 @@ impl fmt::Display for RedactedUri<'_> {
         loop {
             let end = rest.find(['&', ';']).unwrap_or(rest.len());
             let pair = &rest[..end];
-            match redaction(pair, &self.params) {
+            match redaction(pair, self.params) {
                 Redaction::Keep => f.write_str(pair)?,
                 Redaction::Value(key) => write!(f, "{key}=[redacted]")?,
                 Redaction::Whole => f.write_str("[redacted]")?,
@@ -242,6 +228,7 @@ mod tests {
     use tower::{service_fn, Layer, Service, ServiceExt};
 
     use super::*;
+    use crate::credential::SourceKind;
     use crate::source::Bearer;
     use crate::{AuthError, AuthErrorKind, Credential, Verified};
 
