@@ -106,6 +106,11 @@ mod verify;
 #[cfg(feature = "jwt")]
 pub mod jwt;
 
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use crate::credential::{Credential, SourceKind};
 pub use crate::error::{AuthError, AuthErrorKind, ConfigError};
 #[cfg(feature = "axum")]
