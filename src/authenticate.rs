@@ -100,6 +100,10 @@ pub trait Authenticate {
     /// Call `visit` with every query parameter name read by a source.
     fn visit_query_params(&self, visit: &mut dyn FnMut(&str));
 
+    /// The subject of a verified identity, for logs, when a verifier knows it
+    /// (JWT claims, tickets); never a secret.
+    fn subject_of<'a>(&self, identity: &'a Self::Identity) -> Option<&'a str>;
+
     /// Call `visit` for every source in the order they are tried, with whether
     /// it reads an ambient credential (a cookie, which the browser attaches
     /// by itself) rather than an explicit one.
@@ -154,6 +158,10 @@ where
 
     fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
         self.source.visit_sources(visit);
+    }
+
+    fn subject_of<'a>(&self, identity: &'a V::Identity) -> Option<&'a str> {
+        self.verifier.subject_of(identity)
     }
 }
 
@@ -225,6 +233,12 @@ where
     fn visit_sources(&self, visit: &mut dyn FnMut(bool)) {
         self.first.visit_sources(visit);
         self.second.visit_sources(visit);
+    }
+
+    fn subject_of<'a>(&self, identity: &'a A::Identity) -> Option<&'a str> {
+        self.first
+            .subject_of(identity)
+            .or_else(|| self.second.subject_of(identity))
     }
 }
 

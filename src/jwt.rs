@@ -199,23 +199,20 @@ impl<C: JwtClaims> JwtVerifier<C> {
     ) -> Result<Self, ConfigError> {
         install_crypto_provider()?;
         let algorithms: Vec<Algorithm> = algorithms.into_iter().collect();
-        let Some(first) = algorithms.first() else {
+        if algorithms.is_empty() {
             return Err(ConfigError::new("the JWT algorithm allowlist is empty"));
-        };
+        }
         if let Some(alg) = algorithms.iter().find(|a| a.family() != key.family()) {
             return Err(ConfigError::new(format!(
                 "algorithm {alg:?} does not match the key's family {:?}",
                 key.family()
             )));
         }
-        let mut validation = Validation::new(*first);
-        validation.algorithms = algorithms;
-        validation.leeway = DEFAULT_LEEWAY.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
         Ok(Self {
-            inner: Arc::new(Inner { key, validation }),
+            inner: Arc::new(Inner {
+                key,
+                validation: validation(algorithms),
+            }),
             _claims: PhantomData,
         })
     }
@@ -241,18 +238,14 @@ impl<C: JwtClaims> JwtVerifier<C> {
     /// Require `aud` to contain one of `audiences`.
     #[must_use]
     pub fn audience<T: ToString>(mut self, audiences: &[T]) -> Self {
-        let v = self.validation_mut();
-        v.set_audience(audiences);
-        v.required_spec_claims.insert("aud".to_owned());
+        require_audience(self.validation_mut(), audiences);
         self
     }
 
     /// Require `iss` to be one of `issuers`.
     #[must_use]
     pub fn issuer<T: ToString>(mut self, issuers: &[T]) -> Self {
-        let v = self.validation_mut();
-        v.set_issuer(issuers);
-        v.required_spec_claims.insert("iss".to_owned());
+        require_issuer(self.validation_mut(), issuers);
         self
     }
 
@@ -275,32 +268,65 @@ impl<C: JwtClaims> JwtVerifier<C> {
     /// The returned `expires_at` is `exp` plus the leeway: the moment this
     /// verifier would start refusing the token.
     pub fn verify_token(&self, token: &str) -> Result<Verified<C>, AuthError> {
-        let data = jsonwebtoken::decode::<C>(token, &self.inner.key, &self.inner.validation)
-            .map_err(|error| map_error(error.kind()))?;
-        if data.header.crit.is_some() {
-            // RFC 7515 §4.1.11: extensions listed in `crit` must be
-            // understood, and this verifier understands none.
-            return Err(AuthError::new(AuthErrorKind::Invalid)
-                .with_detail("token has critical header extensions"));
-        }
-        // Accepted within the leeway means usable until `exp + leeway`: the
-        // lifetime guard must not close at once what was just accepted.
-        let expires_at = match data.claims.expires_at() {
-            Some(secs) => Some(
-                secs.checked_add(self.inner.validation.leeway)
-                    .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
-                    .ok_or_else(|| {
-                        AuthError::new(AuthErrorKind::Invalid)
-                            .with_detail("token expiry out of range")
-                    })?,
-            ),
-            None => None,
-        };
-        Ok(Verified {
-            identity: data.claims,
-            expires_at,
-        })
+        decode_verified(token, &self.inner.key, &self.inner.validation)
     }
+}
+
+/// This crate's validation defaults for `algorithms` (non-empty, one family):
+/// `exp` required, `nbf` checked, [`DEFAULT_LEEWAY`].
+pub(crate) fn validation(algorithms: Vec<Algorithm>) -> Validation {
+    let mut validation = Validation::new(algorithms.first().copied().unwrap_or_default());
+    validation.algorithms = algorithms;
+    validation.leeway = DEFAULT_LEEWAY.as_secs();
+    validation.validate_nbf = true;
+    validation.validate_exp = true;
+    validation.set_required_spec_claims(&["exp"]);
+    validation
+}
+
+/// Require `aud` to contain one of `audiences`.
+pub(crate) fn require_audience<T: ToString>(validation: &mut Validation, audiences: &[T]) {
+    validation.set_audience(audiences);
+    validation.required_spec_claims.insert("aud".to_owned());
+}
+
+/// Require `iss` to be one of `issuers`.
+pub(crate) fn require_issuer<T: ToString>(validation: &mut Validation, issuers: &[T]) {
+    validation.set_issuer(issuers);
+    validation.required_spec_claims.insert("iss".to_owned());
+}
+
+/// Verify `token` with `key` under `validation`, refuse a `crit` header, and
+/// report `exp` + leeway as the expiry.
+pub(crate) fn decode_verified<C: JwtClaims>(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Verified<C>, AuthError> {
+    let data = jsonwebtoken::decode::<C>(token, key, validation)
+        .map_err(|error| map_error(error.kind()))?;
+    if data.header.crit.is_some() {
+        // RFC 7515 §4.1.11: extensions listed in `crit` must be
+        // understood, and this verifier understands none.
+        return Err(AuthError::new(AuthErrorKind::Invalid)
+            .with_detail("token has critical header extensions"));
+    }
+    // Accepted within the leeway means usable until `exp + leeway`: the
+    // lifetime guard must not close at once what was just accepted.
+    let expires_at = match data.claims.expires_at() {
+        Some(secs) => Some(
+            secs.checked_add(validation.leeway)
+                .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
+                .ok_or_else(|| {
+                    AuthError::new(AuthErrorKind::Invalid).with_detail("token expiry out of range")
+                })?,
+        ),
+        None => None,
+    };
+    Ok(Verified {
+        identity: data.claims,
+        expires_at,
+    })
 }
 
 fn map_error(kind: &JwtErrorKind) -> AuthError {
@@ -329,6 +355,10 @@ impl<C: JwtClaims> Verifier for JwtVerifier<C> {
 
     fn verify_now(&self, credential: Credential) -> Verification<Self::Future, C> {
         Verification::Ready(self.verify_token(credential.expose_secret()))
+    }
+
+    fn subject_of<'a>(&self, identity: &'a C) -> Option<&'a str> {
+        Some(JwtClaims::subject(identity))
     }
 }
 

@@ -74,6 +74,7 @@
 //! | `axum` | yes | the [`Authenticated`] extractor, the ticket-issuing handler, the axum `WebSocket` adapter |
 //! | `tungstenite` | no | the tokio-tungstenite `WebSocketStream` adapter |
 //! | `redis` | no | a Redis-backed ticket store for several server instances |
+//! | `oidc` | no | [`oidc::OidcVerifier`]: tokens from OpenID providers, keys by discovery and JWKS, rotated with the provider |
 //!
 //! # Security
 //!
@@ -97,6 +98,7 @@ mod error;
 mod extract;
 pub mod first_message;
 pub mod layer;
+mod metrics;
 mod origin;
 mod rejection;
 pub mod source;
@@ -105,6 +107,8 @@ mod verify;
 
 #[cfg(feature = "jwt")]
 pub mod jwt;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 
 /// The README's snippets, compiled and run as doctests.
 #[cfg(doctest)]

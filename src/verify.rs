@@ -117,6 +117,14 @@ pub trait Verifier {
     fn verify_now(&self, credential: Credential) -> Verification<Self::Future, Self::Identity> {
         Verification::Pending(self.verify(credential))
     }
+
+    /// The subject of an identity this verifier produced, for logs and
+    /// metrics (never a secret). `None` (the default) when it does not know:
+    /// the closure verifiers, for instance.
+    fn subject_of<'a>(&self, identity: &'a Self::Identity) -> Option<&'a str> {
+        let _ = identity;
+        None
+    }
 }
 
 /// A verification that finished at once, or the future that will finish it.
@@ -278,6 +286,10 @@ where
                 check: Some(self.check.clone()),
             }),
         }
+    }
+
+    fn subject_of<'a>(&self, identity: &'a Self::Identity) -> Option<&'a str> {
+        self.verifier.subject_of(identity)
     }
 }
 

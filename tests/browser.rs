@@ -27,6 +27,7 @@ struct Seen {
     path: String,
     origin: Option<String>,
     session_cookie: bool,
+    subprotocol_token: bool,
     status: u16,
 }
 
@@ -57,6 +58,7 @@ async fn every_pattern_in_headless_chromium() {
             format!("http://localhost:{port}"),
         ],
         redis_url: None,
+        max_sessions: demo::MAX_SESSIONS,
     })
     .unwrap();
     let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
@@ -64,7 +66,7 @@ async fn every_pattern_in_headless_chromium() {
     let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
         let record = record.clone();
         async move {
-            let (path, origin, session_cookie) = {
+            let (path, origin, session_cookie, subprotocol_token) = {
                 let header = |name: &str| {
                     req.headers()
                         .get(name)
@@ -72,19 +74,21 @@ async fn every_pattern_in_headless_chromium() {
                         .map(str::to_owned)
                 };
                 let cookie = header("cookie").is_some_and(|c| c.contains("session="));
-                (req.uri().path().to_owned(), header("origin"), cookie)
+                let token = header("sec-websocket-protocol").is_some_and(|p| p.contains("bearer."));
+                (req.uri().path().to_owned(), header("origin"), cookie, token)
             };
             let response = next.run(req).await;
             record.lock().unwrap().push(Seen {
                 path,
                 origin,
                 session_cookie,
+                subprotocol_token,
                 status: response.status().as_u16(),
             });
             response
         }
     }));
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(demo::serve(listener, router, demo::HEADER_READ_TIMEOUT));
 
     // A second origin: same host, another port, so the browser still sends
     // the demo's cookie to the demo.
@@ -125,5 +129,21 @@ async fn every_pattern_in_headless_chromium() {
             && s.session_cookie
             && s.status == 403),
         "no cross-origin upgrade with the cookie refused with 403: {seen:?}"
+    );
+
+    // The subprotocol sockets carried the session cookie too: the good token
+    // was accepted and the bad one refused, whatever the cookie said.
+    let both = |status: u16| {
+        seen.iter().any(|s| {
+            s.path == "/ws" && s.session_cookie && s.subprotocol_token && s.status == status
+        })
+    };
+    assert!(
+        both(101),
+        "no subprotocol upgrade with the cookie accepted: {seen:?}"
+    );
+    assert!(
+        both(401),
+        "no bad subprotocol token with the cookie refused with 401: {seen:?}"
     );
 }

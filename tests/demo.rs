@@ -12,9 +12,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 struct Demo {
@@ -22,7 +24,12 @@ struct Demo {
     origin: String,
 }
 
+/// The demo as `main.rs` runs it.
 async fn start() -> Demo {
+    start_with(demo::HEADER_READ_TIMEOUT, demo::MAX_SESSIONS).await
+}
+
+async fn start_with(header_read_timeout: Duration, max_sessions: usize) -> Demo {
     captured_logs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -31,9 +38,10 @@ async fn start() -> Demo {
         jwt_secret: demo::random_secret(),
         allowed_origins: vec![origin.clone(), format!("http://localhost:{}", addr.port())],
         redis_url: None,
+        max_sessions,
     })
     .unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(demo::serve(listener, router, header_read_timeout));
     Demo { addr, origin }
 }
 
@@ -140,6 +148,36 @@ async fn the_demo_contract() {
     assert_eq!(headers["sec-websocket-protocol"], "chat");
     welcome(&mut socket, "subprotocol").await;
 
+    // Explicit credentials before the ambient cookie: with a valid session
+    // cookie and an allowed Origin sent too, the subprotocol token decides...
+    let with_cookie = [
+        ("cookie", cookie.as_str()),
+        ("origin", demo.origin.as_str()),
+    ];
+    let (mut socket, headers) = connect(
+        demo.addr,
+        "/ws",
+        &[&with_cookie[..], &[("sec-websocket-protocol", &offered)]].concat(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(headers["sec-websocket-protocol"], "chat");
+    welcome(&mut socket, "subprotocol").await;
+    // ...and a bad explicit credential is refused, never rescued by the cookie.
+    let used_ticket = format!("/ws?ticket={ticket}");
+    let bad_explicit: [(&str, &[(&str, &str)]); 3] = [
+        (
+            "/ws",
+            &[("sec-websocket-protocol", "bearer.not-a-jwt, chat")],
+        ),
+        ("/ws", &[("authorization", "Bearer not-a-jwt")]),
+        (&used_ticket, &[]),
+    ];
+    for (path, explicit) in bad_explicit {
+        let refusal = refused(demo.addr, path, &[&with_cookie[..], explicit].concat()).await;
+        assert_eq!(refusal.status, StatusCode::UNAUTHORIZED, "{explicit:?}");
+    }
+
     // /ws refusals.
     assert_eq!(
         refused(demo.addr, "/ws", &[]).await.status,
@@ -225,9 +263,10 @@ async fn the_demo_issues_and_redeems_tickets_through_redis() {
         jwt_secret: demo::random_secret(),
         allowed_origins: vec![format!("http://127.0.0.1:{}", addr.port())],
         redis_url: Some(url.clone()),
+        max_sessions: demo::MAX_SESSIONS,
     })
     .unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(demo::serve(listener, router, demo::HEADER_READ_TIMEOUT));
     let demo = Demo {
         addr,
         origin: String::new(),
@@ -252,4 +291,164 @@ async fn the_demo_issues_and_redeems_tickets_through_redis() {
     welcome(&mut socket, "ticket").await;
     let reused = refused(addr, &format!("/ws?ticket={ticket}"), &[]).await;
     assert_eq!(reused.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Near-miss spellings of `ticket` (case, encodings, other separators) are
+/// refused, and their values never reach the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_miss_ticket_spellings_never_reach_the_log() {
+    let demo = start().await;
+    let cases = [
+        ("/ws?Ticket=SECRET1", "SECRET1"),
+        ("/ws?TICKET=SECRET2", "SECRET2"),
+        ("/ws?ticket%3DSECRET3", "SECRET3"),
+        ("/ws?x=1;ticket=SECRET4", "SECRET4"),
+        ("/ws?x=1&amp;ticket=SECRET5", "SECRET5"),
+        ("/ws?tick%65t=SECRET6", "SECRET6"),
+    ];
+    for (path, _) in cases {
+        let refusal = refused(demo.addr, path, &[]).await;
+        assert_eq!(refusal.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let logs = log_text();
+    for (path, secret) in cases {
+        assert!(
+            !logs.contains(secret),
+            "{path}: the value reached the demo's log"
+        );
+    }
+}
+
+/// `/ws/first-message` accepts an auth message of up to 64 KiB, and ends a
+/// socket whose first message is larger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_message_size_cap() {
+    let demo = start().await;
+    let (token, _) = login(&demo, "alice").await;
+    let padded = |len: usize| {
+        let head = json!({"type": "auth", "token": token}).to_string();
+        let pad = "x".repeat(len - head.len() - r#","pad":"""#.len());
+        let message = format!(r#"{},"pad":"{pad}"}}"#, &head[..head.len() - 1]);
+        assert_eq!(message.len(), len);
+        assert!(serde_json::from_str::<serde_json::Value>(&message).is_ok());
+        message
+    };
+
+    let (mut socket, _) = connect(demo.addr, "/ws/first-message", &[]).await.unwrap();
+    socket.send(Message::text(padded(60 * 1024))).await.unwrap();
+    assert_eq!(
+        next_json(&mut socket).await,
+        json!({"type": "auth_ok", "userId": "alice"})
+    );
+    assert_echo(&mut socket, "after a large auth message").await;
+
+    let (mut socket, _) = connect(demo.addr, "/ws/first-message", &[]).await.unwrap();
+    // The server may close before it has read everything: a failed send is
+    // a closed socket too.
+    let _ = socket.send(Message::text(padded(70 * 1024))).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => panic!("the socket stayed open after a 70 KiB first message"),
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(Message::Text(text)))) => {
+                assert!(!text.contains("auth_ok"), "a 70 KiB auth message: {text}")
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A client that never completes its request head is disconnected, however
+/// it stalls: before sending anything, partway through the HTTP/2 preface, or
+/// partway through an HTTP/1.1 head, whether silent or trickling. Sockets and
+/// connections that did send a request are not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_head_is_dropped() {
+    let timeout = Duration::from_secs(1);
+    let demo = start_with(timeout, demo::MAX_SESSIONS).await;
+    let (token, _) = login(&demo, "alice").await;
+    let bearer = format!("Bearer {token}");
+    let (mut socket, _) = connect(demo.addr, "/ws", &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    welcome(&mut socket, "header").await;
+
+    let stalls: [(&[u8], bool); 4] = [
+        (b"", false),
+        (b"PRI * HTTP/2.0\r\n", false),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", false),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n", true),
+    ];
+    let clients = stalls.map(|(head, trickle)| {
+        let addr = demo.addr;
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut read, mut write) = stream.into_split();
+            write.write_all(head).await.unwrap();
+            // The write half is held open (never shut down) until the read
+            // half sees the server close.
+            let writer = tokio::spawn(async move {
+                while trickle && write.write_all(b"X-Slow: 1\r\n").await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                std::future::pending::<()>().await;
+            });
+            let mut received = Vec::new();
+            let closed =
+                tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut received))
+                    .await
+                    .is_ok();
+            writer.abort();
+            (closed, started.elapsed())
+        })
+    });
+    for (client, (head, trickle)) in clients.into_iter().zip(stalls) {
+        let (closed, after) = client.await.unwrap();
+        let head = String::from_utf8_lossy(head);
+        assert!(closed, "{head:?} (trickle: {trickle}) still connected");
+        assert!(
+            after >= timeout - Duration::from_millis(50),
+            "{head:?} (trickle: {trickle}) dropped after {after:?}, before the timeout"
+        );
+    }
+
+    // The server carries on, and the socket opened before is still up.
+    assert_eq!(
+        http(demo.addr, "GET", "/", &[], "").await.status,
+        StatusCode::OK
+    );
+    assert_echo(&mut socket, "still here").await;
+}
+
+/// The session store is bounded: past the cap, the oldest session is gone
+/// and the newest still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_session_is_dropped_at_the_cap() {
+    let cap = 20;
+    let demo = start_with(demo::HEADER_READ_TIMEOUT, cap).await;
+    let mut sessions = Vec::new();
+    for _ in 0..=cap {
+        sessions.push(login(&demo, "alice").await.1);
+    }
+    let cookie = |session: &str| format!("session={session}");
+    let oldest = cookie(&sessions[0]);
+    let refusal = refused(
+        demo.addr,
+        "/ws",
+        &[("cookie", &oldest), ("origin", &demo.origin)],
+    )
+    .await;
+    assert_eq!(refusal.status, StatusCode::UNAUTHORIZED);
+    for session in [&sessions[1], &sessions[cap]] {
+        let (mut socket, _) = connect(
+            demo.addr,
+            "/ws",
+            &[("cookie", &cookie(session)), ("origin", &demo.origin)],
+        )
+        .await
+        .unwrap();
+        welcome(&mut socket, "cookie").await;
+    }
 }

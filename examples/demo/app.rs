@@ -1,7 +1,10 @@
-//! The demo application: every pattern of tower-ws-auth behind one router.
-//! `main.rs` serves it; the integration and browser tests build the same router.
+//! The demo application: every pattern of tower-ws-auth behind one router,
+//! and the server loop that serves it. `main.rs` runs both; the integration
+//! and browser tests build the same router and serve it the same way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,9 +16,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header as JwtHeader};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_ws_auth::first_message::{FirstMessageAuth, JsonAuth, LifetimeGuard};
 use tower_ws_auth::jwt::{now_secs, BasicClaims, JwtVerifier};
@@ -30,6 +38,17 @@ use tracing::Level;
 /// Longest login token the demo issues: 15 minutes.
 pub const TOKEN_TTL_SECS: u64 = 15 * 60;
 
+/// Most login sessions the demo keeps by default ([`Config::max_sessions`]):
+/// at the cap, a login drops the oldest.
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// Largest message a socket awaiting first-message auth accepts: 64 KiB.
+pub const FIRST_MESSAGE_MAX_LEN: usize = 64 * 1024;
+
+/// Time a client has to send a complete request head; slower connections
+/// are dropped, so idle or trickling clients cannot pile up.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the demo needs to start.
 pub struct Config {
     /// HS256 secret for login tokens.
@@ -38,9 +57,52 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Redis for tickets; the in-memory store when `None`.
     pub redis_url: Option<String>,
+    /// Most login sessions kept at once, [`MAX_SESSIONS`] in `main.rs`.
+    pub max_sessions: usize,
 }
 
-type Sessions = Arc<Mutex<HashMap<String, BasicClaims>>>;
+type Sessions = Arc<Mutex<SessionStore>>;
+
+/// Login sessions by cookie value, at most `max` of them.
+///
+/// Sessions are queued in login order. A login pops expired sessions and,
+/// at the cap, the oldest off the front, so it never walks the whole map:
+/// each session is popped once. A session that expires before an older
+/// one waits behind it (at most the 15-minute token lifetime), and a
+/// look-up refuses it meanwhile.
+struct SessionStore {
+    max: usize,
+    by_id: HashMap<String, BasicClaims>,
+    /// (expiry, id), oldest login first.
+    order: VecDeque<(u64, String)>,
+}
+
+impl SessionStore {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            by_id: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, id: String, claims: BasicClaims, now: u64) {
+        while let Some((exp, _)) = self.order.front() {
+            if *exp > now && self.order.len() < self.max {
+                break;
+            }
+            if let Some((_, oldest)) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+        self.order.push_back((claims.exp, id.clone()));
+        self.by_id.insert(id, claims);
+    }
+
+    fn get(&self, id: &str) -> Option<&BasicClaims> {
+        self.by_id.get(id)
+    }
+}
 
 #[derive(Clone)]
 struct AppState {
@@ -74,7 +136,7 @@ where
     let state = AppState {
         encoding: EncodingKey::from_secret(&config.jwt_secret),
         jwt: jwt.clone(),
-        sessions: Sessions::default(),
+        sessions: Arc::new(Mutex::new(SessionStore::new(config.max_sessions))),
     };
 
     let sessions = state.sessions.clone();
@@ -93,12 +155,14 @@ where
         })
     };
 
-    // Header first (native clients), then the one-time ticket, the session
-    // cookie and the subprotocol token (browsers).
+    // Explicit credentials before the ambient cookie: the header (native
+    // clients), the one-time ticket and the subprotocol token (browsers),
+    // then the session cookie, which a browser sends whether or not the page
+    // chose it. The first one present decides.
     let ws_auth = WsAuthLayer::new(Bearer, jwt.clone())
         .or(Query::param("ticket"), tickets.verifier())
-        .or(Cookie::named("session"), session_lookup)
         .or(Subprotocol::prefix("bearer."), jwt.clone())
+        .or(Cookie::named("session"), session_lookup)
         .origin(origins.clone());
     let redactor = ws_auth.redactor();
 
@@ -115,10 +179,13 @@ where
             "/ws-ticket",
             post(TicketEndpoint::new(tickets)).route_layer(ticket_auth),
         )
-        .route("/ws", get(ws).route_layer(ws_auth))
+        // CONNECT too: an HTTP/2 WebSocket is an extended CONNECT (RFC 8441).
+        .route("/ws", get(ws).connect(ws).route_layer(ws_auth))
         .route(
             "/ws/first-message",
-            get(first_message).route_layer(origin_only),
+            get(first_message)
+                .connect(first_message)
+                .route_layer(origin_only),
         )
         .with_state(state)
         .layer(
@@ -191,9 +258,7 @@ async fn login(
     };
     let session = session.expose_secret().to_owned();
     if let Ok(mut sessions) = state.sessions.lock() {
-        let now = now_secs();
-        sessions.retain(|_, c| c.exp > now);
-        sessions.insert(session.clone(), claims);
+        sessions.insert(session.clone(), claims, now_secs());
     }
     let cookie = format!("session={session}; HttpOnly; SameSite=Lax; Path=/");
     let mut response = Json(json!({ "token": token })).into_response();
@@ -239,8 +304,13 @@ async fn ws(
 }
 
 async fn first_message(upgrade: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    // The socket's own caps stop a large message before it is buffered whole;
+    // the auth's cap then checks the message that arrived.
+    let upgrade = upgrade
+        .max_message_size(FIRST_MESSAGE_MAX_LEN)
+        .max_frame_size(FIRST_MESSAGE_MAX_LEN);
     upgrade.on_upgrade(move |socket: WebSocket| async move {
-        let auth = FirstMessageAuth::json();
+        let auth = FirstMessageAuth::json().max_len(FIRST_MESSAGE_MAX_LEN);
         if let Ok((verified, socket)) = auth.authenticate(socket, &state.jwt).await {
             let guard = LifetimeGuard::new(
                 socket,
@@ -277,6 +347,80 @@ async fn check_origin(origins: &OriginPolicy, req: Request, next: Next) -> Respo
         return (error.status(), error.body_text()).into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Serve `router` on `listener`: HTTP/1.1 (with upgrades) and HTTP/2 (with
+/// extended CONNECT, RFC 8441) on the same port. A connection whose request
+/// head is not complete within `header_read_timeout` is dropped: the first
+/// request's (HTTP/1.1 or HTTP/2) and every later HTTP/1.1 request's.
+/// Runs until the task is dropped; a failed accept or connection is logged
+/// and the server carries on.
+pub async fn serve(listener: TcpListener, router: Router, header_read_timeout: Duration) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Out of file descriptors, most likely: wait for some to close
+                // rather than spin.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve_connection(
+            stream,
+            router.clone(),
+            header_read_timeout,
+        ));
+    }
+}
+
+fn is_connection_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(stream: TcpStream, router: Router, header_read_timeout: Duration) {
+    let _ = stream.set_nodelay(true);
+    let first_request = Arc::new(AtomicBool::new(false));
+    let service = {
+        let first_request = first_request.clone();
+        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            first_request.store(true, Ordering::Release);
+            router.clone().oneshot(request)
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().enable_connect_protocol();
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+
+    // hyper times out HTTP/1.1 request heads, but not the wait for the first
+    // bytes that tell HTTP/1.1 from HTTP/2, nor an HTTP/2 client that never
+    // sends a request: until the first request arrives, the same deadline
+    // covers the whole connection.
+    let finished = tokio::select! {
+        finished = connection.as_mut() => Some(finished),
+        () = tokio::time::sleep(header_read_timeout) => None,
+    };
+    let finished = match finished {
+        Some(finished) => finished,
+        None if first_request.load(Ordering::Acquire) => connection.await,
+        // Dropping the connection closes the socket.
+        None => return,
+    };
+    if let Err(error) = finished {
+        tracing::debug!(%error, "connection ended with an error");
+    }
 }
 
 /// A fresh random HS256 secret.

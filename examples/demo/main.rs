@@ -6,11 +6,18 @@
 
 mod app;
 
+use std::io::IsTerminal;
+
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The log goes to stdout: colour only on a terminal (and without
+    // NO_COLOR), so a file or a pipe gets plain text.
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -31,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("http://localhost:{port}"),
         ],
         redis_url: redis_url.clone(),
+        max_sessions: app::MAX_SESSIONS,
     })?;
     let store = if redis_url.is_some() {
         "redis"
@@ -41,6 +49,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "demo on http://{} (tickets: {store})",
         listener.local_addr()?
     );
-    axum::serve(listener, router).await?;
+    app::serve(listener, router, app::HEADER_READ_TIMEOUT).await;
     Ok(())
 }

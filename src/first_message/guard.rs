@@ -14,6 +14,7 @@ use super::message::{MessageKind, WsMessage};
 use super::protocol::{AuthProtocol, Incoming};
 use crate::credential::{Credential, SourceKind};
 use crate::error::{AuthError, AuthErrorKind};
+use crate::metrics::{self, GuardedSocket};
 use crate::verify::{Subject, Verified, Verifier};
 
 /// Far enough to mean "never" for a credential without expiry.
@@ -81,6 +82,9 @@ pin_project! {
         // it queue without bound.
         outbox: VecDeque<M>,
         phase: Phase,
+        // The socket's span: its subject, and the guard's events inside it.
+        span: tracing::Span,
+        _open: GuardedSocket,
     }
 }
 
@@ -123,6 +127,8 @@ where
             max_len: super::DEFAULT_MAX_MESSAGE_LEN,
             outbox: VecDeque::with_capacity(2),
             phase: Phase::Open,
+            span: tracing::info_span!("ws_guard", subject = identity.subject()),
+            _open: GuardedSocket::open(),
         }
     }
 
@@ -263,7 +269,8 @@ where
                 this.expiry.as_mut().poll(cx).is_ready()
             };
             if expired {
-                tracing::debug!("websocket credential expired; closing");
+                tracing::info!(parent: &*this.span, "websocket credential expired; closing");
+                metrics::socket_closed("expired");
                 let expired = AuthError::new(AuthErrorKind::Expired);
                 answer(this.protocol, this.outbox, &expired, Answer::Close);
                 *this.phase = Phase::Closing;
@@ -288,13 +295,13 @@ where
                                 .as_mut()
                                 .reset(deadline_for(verified.expires_at));
                             *this.armed = false;
-                            tracing::debug!("websocket re-authenticated");
+                            tracing::debug!(parent: &*this.span, "websocket re-authenticated");
                             if let Some(reply) = this.protocol.accepted(this.subject) {
                                 this.outbox.push_back(M::text(reply));
                             }
                         }
                         Err(error) => {
-                            tracing::info!(reason = %error.kind(), "websocket re-authentication refused");
+                            tracing::info!(parent: &*this.span, reason = %error.kind(), "websocket re-authentication refused");
                             answer(this.protocol, this.outbox, &error, Answer::Reply);
                         }
                     }
@@ -326,6 +333,8 @@ where
             // never handed to the application.
             let duplicate = AuthError::new(AuthErrorKind::Ambiguous);
             if !this.protocol.allows_reauth() {
+                tracing::info!(parent: &*this.span, "second authentication on a protocol without re-authentication; closing");
+                metrics::socket_closed(AuthErrorKind::Ambiguous.as_str());
                 answer(
                     this.protocol,
                     this.outbox,

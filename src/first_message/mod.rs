@@ -77,6 +77,7 @@ use self::protocol::DATA_BEFORE_AUTH;
 pub use self::protocol::{AuthProtocol, GraphqlTransportWs, Incoming, JsonAuth, Refusal};
 use crate::credential::{Credential, SourceKind};
 use crate::error::{AuthError, AuthErrorKind};
+use crate::metrics;
 use crate::verify::{Subject, Verified, Verifier};
 
 /// Default time a client has to authenticate: 5 s.
@@ -226,11 +227,17 @@ impl<P: AuthProtocol> FirstMessageAuth<P> {
                         .await
                         .map_err(|_| gone())?;
                 }
-                tracing::debug!("websocket first-message authentication accepted");
+                tracing::debug!(
+                    subject = verified.identity.subject(),
+                    "websocket first-message authentication accepted"
+                );
+                metrics::first_message(None);
                 Ok((verified, socket))
             }
             Waited::Refused(error) => {
                 tracing::info!(reason = %error.kind(), "websocket first-message authentication refused");
+                metrics::first_message(Some(error.kind()));
+                metrics::socket_closed(error.kind().as_str());
                 let refusal = self.protocol.refused(&error);
                 if let Some(reply) = refusal.reply {
                     let _ = send_message(&mut socket, M::text(reply)).await;

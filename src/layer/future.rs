@@ -7,10 +7,11 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::service::{insert_identity, Shared};
+use super::service::Shared;
 use crate::authenticate::Authenticate;
 use crate::credential::SourceKind;
 use crate::rejection::OnRejection;
+use tracing::Span;
 
 pin_project! {
     /// Response future of [`WsAuth`](super::WsAuth).
@@ -33,6 +34,7 @@ pin_project! {
             pending: Option<(Request<B>, S)>,
             via: SourceKind,
             shared: Sh,
+            span: Span,
         },
         Call {
             #[pin]
@@ -69,6 +71,7 @@ where
         inner: S,
         via: SourceKind,
         shared: Arc<Shared<A, R>>,
+        span: Span,
     ) -> Self {
         Self {
             state: State::Verify {
@@ -76,6 +79,7 @@ where
                 pending: Some((request, inner)),
                 via,
                 shared,
+                span,
             },
         }
     }
@@ -100,17 +104,21 @@ where
                     pending,
                     via,
                     shared,
+                    span,
                 } => {
-                    let outcome = ready!(verification.poll(cx));
+                    let outcome = {
+                        let _entered = span.enter();
+                        ready!(verification.poll(cx))
+                    };
                     let (mut request, mut inner) = pending.take().expect(POLLED_AFTER_COMPLETION);
                     match outcome {
                         Ok(verified) => {
-                            insert_identity(&mut request, verified, *via);
+                            shared.accept(span, &mut request, verified, *via);
                             let future = inner.call(request);
                             state.set(State::Call { future });
                         }
                         Err(error) => {
-                            let response = shared.reject(error.with_via(*via));
+                            let response = shared.reject(span, error.with_via(*via));
                             return Poll::Ready(Ok(response));
                         }
                     }

@@ -11,9 +11,12 @@ use super::{is_websocket_upgrade, Authenticated};
 use crate::authenticate::Authenticate;
 use crate::credential::SourceKind;
 use crate::error::{AuthError, AuthErrorKind};
+use crate::metrics;
 use crate::origin::OriginPolicy;
 use crate::rejection::OnRejection;
 use crate::verify::{Verification, Verified};
+use tracing::field::Empty;
+use tracing::Span;
 
 pub(crate) struct Shared<A, R> {
     pub(crate) auth: A,
@@ -26,34 +29,66 @@ pub(crate) struct Shared<A, R> {
 }
 
 impl<A, R> Shared<A, R> {
-    pub(crate) fn reject<B>(&self, error: AuthError) -> Response<B>
+    /// Refuse: log, count, and answer with the configured responder.
+    pub(crate) fn reject<B>(&self, span: &Span, error: AuthError) -> Response<B>
     where
         R: OnRejection<B>,
     {
         let via = error.via().map(|v| v.as_str());
-        if error.kind() == AuthErrorKind::Unavailable {
-            tracing::warn!(reason = %error.kind(), via, error = ?error, "websocket authentication backend unavailable");
-        } else {
-            tracing::info!(reason = %error.kind(), via, "websocket authentication refused");
+        span.record("outcome", "refused");
+        span.record("reason", error.kind().as_str());
+        if let Some(via) = via {
+            span.record("via", via);
         }
+        if error.kind() == AuthErrorKind::Unavailable {
+            tracing::warn!(parent: span, reason = %error.kind(), via, error = ?error, "websocket authentication backend unavailable");
+        } else {
+            tracing::info!(parent: span, reason = %error.kind(), via, "websocket authentication refused");
+        }
+        metrics::upgrade(error.via(), Some(error.kind()));
         self.rejection.on_rejection(error)
+    }
+
+    /// Put the verified identity where the handler finds it; log and count.
+    pub(crate) fn accept<B>(
+        &self,
+        span: &Span,
+        request: &mut Request<B>,
+        verified: Verified<A::Identity>,
+        via: SourceKind,
+    ) where
+        A: Authenticate,
+    {
+        span.record("outcome", "accepted");
+        span.record("via", via.as_str());
+        if let Some(subject) = self.auth.subject_of(&verified.identity) {
+            span.record("subject", subject);
+        }
+        if is_websocket_upgrade(request) {
+            tracing::debug!(parent: span, "websocket upgrade authenticated");
+        } else {
+            tracing::debug!(parent: span, "request authenticated");
+        }
+        metrics::upgrade(Some(via), None);
+        request.extensions_mut().insert(Authenticated {
+            identity: verified.identity,
+            via,
+            expires_at: verified.expires_at,
+        });
     }
 }
 
-/// Put the verified identity where the handler finds it.
-pub(crate) fn insert_identity<B, I>(
-    request: &mut Request<B>,
-    verified: Verified<I>,
-    via: SourceKind,
-) where
-    I: Clone + Send + Sync + 'static,
-{
-    tracing::debug!(via = via.as_str(), "websocket upgrade authenticated");
-    request.extensions_mut().insert(Authenticated {
-        identity: verified.identity,
-        via,
-        expires_at: verified.expires_at,
-    });
+/// One span per request the layer authenticates, with where the credential
+/// came from, whose it is and what became of it; never the credential.
+fn auth_span(upgrade: bool) -> Span {
+    tracing::info_span!(
+        "ws_auth",
+        upgrade,
+        via = Empty,
+        subject = Empty,
+        outcome = Empty,
+        reason = Empty,
+    )
 }
 
 /// Remove the credentials from the copies of the URI that a framework keeps
@@ -142,13 +177,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        if !shared.all_requests && !is_websocket_upgrade(&req) {
+        let upgrade = is_websocket_upgrade(&req);
+        if !shared.all_requests && !upgrade {
             return ResponseFuture::call(self.inner.call(req));
         }
+        let span = auth_span(upgrade);
         let (mut parts, body) = req.into_parts();
         if !shared.origin.is_any() {
             if let Err(error) = shared.origin.check(&parts) {
-                return ResponseFuture::reject(shared.reject(error));
+                return ResponseFuture::reject(shared.reject(&span, error));
             }
         }
         let found = shared.auth.authenticate(&mut parts);
@@ -156,26 +193,28 @@ where
             strip_uri_copies(&shared.auth, &mut parts);
         }
         match found {
-            Err(error) => ResponseFuture::reject(shared.reject(error)),
+            Err(error) => ResponseFuture::reject(shared.reject(&span, error)),
             Ok(None) if shared.optional => {
                 // A stray `Authenticated` set by a client-facing layer must not
                 // survive an anonymous pass.
                 parts.extensions.remove::<Authenticated<A::Identity>>();
-                tracing::debug!("websocket upgrade continues anonymous");
+                span.record("outcome", "anonymous");
+                tracing::debug!(parent: &span, "continues anonymous");
+                metrics::upgrade(None, None);
                 ResponseFuture::call(self.inner.call(Request::from_parts(parts, body)))
             }
             Ok(None) => {
-                ResponseFuture::reject(shared.reject(AuthError::new(AuthErrorKind::Missing)))
+                ResponseFuture::reject(shared.reject(&span, AuthError::new(AuthErrorKind::Missing)))
             }
             // Decided at once (JWTs, in-memory tickets): straight on to the
             // inner service, which `poll_ready` has made ready.
             Ok(Some((via, Verification::Ready(Ok(verified))))) => {
                 let mut request = Request::from_parts(parts, body);
-                insert_identity(&mut request, verified, via);
+                shared.accept(&span, &mut request, verified, via);
                 ResponseFuture::call(self.inner.call(request))
             }
             Ok(Some((via, Verification::Ready(Err(error))))) => {
-                ResponseFuture::reject(shared.reject(error.with_via(via)))
+                ResponseFuture::reject(shared.reject(&span, error.with_via(via)))
             }
             Ok(Some((via, Verification::Pending(verification)))) => {
                 // The ready service moves into the future; a fresh clone stays
@@ -188,6 +227,7 @@ where
                     inner,
                     via,
                     Arc::clone(shared),
+                    span,
                 )
             }
         }

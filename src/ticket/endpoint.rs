@@ -225,7 +225,6 @@ where
             match store.issue(verified, ttl).await {
                 Ok(issued) => {
                     let secs = issued.expires_in.as_millis().div_ceil(1000);
-                    tracing::debug!(expires_in = secs as u64, "ticket issued");
                     let body = serde_json::json!({
                         "ticket": issued.ticket.expose_secret(),
                         "expires_in": secs,

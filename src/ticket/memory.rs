@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{bounded_ttl, ticket_key, unknown_ticket, IssuedTicket, Ticket, TicketStore};
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind};
+use crate::metrics;
 use crate::verify::{Subject, Verification, Verified};
 
 const SHARDS: usize = 16;
@@ -229,6 +230,7 @@ impl<I> MemoryTicketStore<I> {
 
     fn reclaim_shard(&self, index: usize, now: Instant) {
         let released = Self::reclaim_locked(&mut lock(&self.inner.shards[index]), now);
+        metrics::tickets("expired", released.len() as u64);
         self.release_all(released);
     }
 
@@ -298,6 +300,8 @@ impl<I> MemoryTicketStore<I> {
         };
         match evicted {
             Some(entry) => {
+                tracing::debug!("ticket store full: the ticket closest to expiry was dropped");
+                metrics::tickets("evicted", 1);
                 self.release_all(vec![entry.subject]);
                 true
             }
@@ -330,9 +334,18 @@ where
         let now = Instant::now();
 
         let subject = self.subject_key(verified.identity.subject());
-        self.reserve_subject(subject)?;
+        if let Err(error) = self.reserve_subject(subject) {
+            tracing::info!(
+                subject = verified.identity.subject(),
+                "ticket cap reached for this identity"
+            );
+            metrics::tickets("capped", 1);
+            return Err(error);
+        }
+        tracing::debug!(subject = verified.identity.subject(), "ticket issued");
         if let Err(error) = self.reserve_total() {
             self.release_subject(subject);
+            metrics::tickets("capped", 1);
             return Err(error);
         }
         let expires = now + ttl;
@@ -351,7 +364,9 @@ where
             // Reclaim while the shard is at hand: no scan, just the heap's top.
             Self::reclaim_locked(&mut shard, now)
         };
+        metrics::tickets("expired", released.len() as u64);
         self.release_all(released);
+        metrics::tickets("issued", 1);
         Ok(IssuedTicket {
             ticket,
             expires_in: ttl,
@@ -359,16 +374,23 @@ where
     }
 
     fn redeem_at_once(&self, ticket: &Credential) -> Result<Verified<I>, AuthError> {
-        let key = ticket_key(ticket.expose_secret()).ok_or_else(unknown_ticket)?;
+        let refused = || {
+            metrics::tickets("refused", 1);
+            unknown_ticket()
+        };
+        let key = ticket_key(ticket.expose_secret()).ok_or_else(refused)?;
         let entry = lock(&self.inner.shards[Self::ticket_shard(&key)])
             .tickets
             .remove(&key)
-            .ok_or_else(unknown_ticket)?;
+            .ok_or_else(refused)?;
         self.inner.total.fetch_sub(1, Ordering::Relaxed);
         self.release_subject(entry.subject);
         if entry.expires <= Instant::now() {
+            metrics::tickets("expired", 1);
             return Err(unknown_ticket());
         }
+        tracing::debug!(subject = entry.identity.subject(), "ticket redeemed");
+        metrics::tickets("redeemed", 1);
         Ok(Verified {
             identity: entry.identity,
             expires_at: entry.credential_expires_at,
@@ -394,6 +416,10 @@ where
 
     fn redeem_now(&self, ticket: Credential) -> Verification<Self::RedeemFuture, I> {
         Verification::Ready(self.redeem_at_once(&ticket))
+    }
+
+    fn subject_of<'a>(&self, identity: &'a I) -> Option<&'a str> {
+        Some(identity.subject())
     }
 }
 

@@ -169,6 +169,13 @@ pub trait TicketStore {
         Verification::Pending(self.redeem(ticket))
     }
 
+    /// The subject of an identity, for logs (stores whose identities are a
+    /// [`Subject`](crate::Subject) say it).
+    fn subject_of<'a>(&self, identity: &'a Self::Identity) -> Option<&'a str> {
+        let _ = identity;
+        None
+    }
+
     /// A [`Verifier`] that redeems tickets from this store, for the upgrade
     /// layer or first-message auth.
     fn verifier(&self) -> TicketVerifier<Self>
@@ -198,6 +205,10 @@ impl<St: TicketStore> Verifier for TicketVerifier<St> {
 
     fn verify_now(&self, credential: Credential) -> Verification<Self::Future, Self::Identity> {
         self.store.redeem_now(credential)
+    }
+
+    fn subject_of<'a>(&self, identity: &'a Self::Identity) -> Option<&'a str> {
+        self.store.subject_of(identity)
     }
 }
 

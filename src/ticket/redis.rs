@@ -20,6 +20,7 @@ use super::{
 };
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind, ConfigError};
+use crate::metrics;
 use crate::verify::{Subject, Verified};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -229,6 +230,7 @@ where
     type RedeemFuture = BoxFuture<Result<Verified<I>, AuthError>>;
 
     fn issue(&self, verified: Verified<I>, ttl: Duration) -> Self::IssueFuture {
+        let subject: Box<str> = verified.identity.subject().into();
         let prepared = (|| -> Result<(Ticket, Duration, [String; 2], Vec<u8>), AuthError> {
             let ttl = bounded_ttl(&verified, ttl)?;
             let ticket = Ticket::generate()?;
@@ -237,7 +239,7 @@ where
                 .expires_at
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-            let subject = subject_tag(verified.identity.subject());
+            let subject = subject_tag(&subject);
             // `<subject tag>|<identity JSON>`: the redeem script finds the
             // subject's set without decoding the JSON.
             let mut value = Vec::with_capacity(subject.len() + 64);
@@ -277,18 +279,30 @@ where
                 .await
                 .map_err(unavailable)?;
             match outcome {
-                1 => Ok(IssuedTicket {
-                    ticket,
-                    expires_in: ttl,
-                }),
-                -1 => Err(AuthError::new(AuthErrorKind::LimitReached)
-                    .with_detail("too many outstanding tickets for this identity")),
+                1 => {
+                    tracing::debug!(subject = &*subject, "ticket issued");
+                    metrics::tickets("issued", 1);
+                    Ok(IssuedTicket {
+                        ticket,
+                        expires_in: ttl,
+                    })
+                }
+                -1 => {
+                    tracing::info!(subject = &*subject, "ticket cap reached for this identity");
+                    metrics::tickets("capped", 1);
+                    Err(AuthError::new(AuthErrorKind::LimitReached)
+                        .with_detail("too many outstanding tickets for this identity"))
+                }
                 // 256 random bits collided with a live ticket: the RNG is broken.
                 _ => {
                     Err(AuthError::new(AuthErrorKind::Unavailable).with_detail("ticket collision"))
                 }
             }
         })
+    }
+
+    fn subject_of<'a>(&self, identity: &'a I) -> Option<&'a str> {
+        Some(identity.subject())
     }
 
     fn redeem(&self, ticket: Credential) -> Self::RedeemFuture {
@@ -305,9 +319,14 @@ where
                 .invoke_async(&mut connection)
                 .await
                 .map_err(unavailable)?;
-            let value = value.ok_or_else(unknown_ticket)?;
+            let Some(value) = value else {
+                metrics::tickets("refused", 1);
+                return Err(unknown_ticket());
+            };
             let stored: Stored<I> = serde_json::from_slice(&value)
                 .map_err(|_| unknown_ticket().with_detail("stored ticket does not decode"))?;
+            tracing::debug!(subject = stored.identity.subject(), "ticket redeemed");
+            metrics::tickets("redeemed", 1);
             Ok(Verified {
                 identity: stored.identity,
                 expires_at: stored
