@@ -55,6 +55,10 @@ pub enum AuthErrorKind {
     /// The credential was valid once but has expired. 401 `invalid_token`;
     /// close 4002. Retryable: obtain a fresh credential and reconnect.
     Expired,
+    /// The credential was revoked: logout, a ban, a password change (see
+    /// [`revocation`](crate::revocation)). 401 `invalid_token`; close 4003.
+    /// Not retryable with the same credential.
+    Revoked,
     /// The credential is valid but the identity may not use this endpoint.
     /// 403; close 4003.
     Forbidden,
@@ -93,6 +97,7 @@ impl AuthErrorKind {
             Self::TooLarge => "too_large",
             Self::Invalid => "invalid",
             Self::Expired => "expired",
+            Self::Revoked => "revoked",
             Self::Forbidden => "forbidden",
             Self::InsufficientScope => "insufficient_scope",
             Self::OriginRejected => "origin_rejected",
@@ -176,9 +181,10 @@ impl AuthError {
     /// The HTTP status a refused upgrade answers with.
     pub fn status(&self) -> StatusCode {
         match self.kind {
-            AuthErrorKind::Missing | AuthErrorKind::Invalid | AuthErrorKind::Expired => {
-                StatusCode::UNAUTHORIZED
-            }
+            AuthErrorKind::Missing
+            | AuthErrorKind::Invalid
+            | AuthErrorKind::Expired
+            | AuthErrorKind::Revoked => StatusCode::UNAUTHORIZED,
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => {
                 StatusCode::BAD_REQUEST
             }
@@ -203,6 +209,9 @@ impl AuthError {
             AuthErrorKind::Expired => Some(
                 "Bearer error=\"invalid_token\", error_description=\"the credential has expired\"",
             ),
+            AuthErrorKind::Revoked => Some(
+                "Bearer error=\"invalid_token\", error_description=\"the credential has been revoked\"",
+            ),
             AuthErrorKind::Malformed | AuthErrorKind::Ambiguous | AuthErrorKind::TooLarge => {
                 Some("Bearer error=\"invalid_request\"")
             }
@@ -218,7 +227,7 @@ impl AuthError {
     /// |---|---|---|
     /// | 4001 | missing or invalid credential | no, not with the same credential |
     /// | 4002 | credential expired | yes, with a fresh credential |
-    /// | 4003 | forbidden (identity, scope or origin) | no |
+    /// | 4003 | revoked, or forbidden (identity, scope or origin) | not with the same credential |
     /// | 4008 | authentication deadline passed | yes |
     /// | 4400 | malformed, ambiguous or oversize auth message | no |
     /// | 4429 | too many outstanding tickets | yes, later |
@@ -229,7 +238,8 @@ impl AuthError {
         match self.kind {
             AuthErrorKind::Missing | AuthErrorKind::Invalid => 4001,
             AuthErrorKind::Expired => 4002,
-            AuthErrorKind::Forbidden
+            AuthErrorKind::Revoked
+            | AuthErrorKind::Forbidden
             | AuthErrorKind::InsufficientScope
             | AuthErrorKind::OriginRejected => 4003,
             AuthErrorKind::Timeout => 4008,
@@ -264,6 +274,7 @@ impl AuthError {
             AuthErrorKind::TooLarge => "credential too large",
             AuthErrorKind::Invalid => "invalid credential",
             AuthErrorKind::Expired => "credential expired",
+            AuthErrorKind::Revoked => "credential revoked",
             AuthErrorKind::Forbidden => "forbidden",
             AuthErrorKind::InsufficientScope => "insufficient scope",
             AuthErrorKind::OriginRejected => "origin not allowed",

@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::Credential;
 use crate::error::{AuthError, AuthErrorKind, ConfigError};
+use crate::revocation::Revocable;
 use crate::verify::{Subject, Verification, Verified, Verifier};
 
 /// Default clock-skew allowance for `exp` and `nbf`.
@@ -97,11 +98,34 @@ pub trait JwtClaims: DeserializeOwned + Clone + Send + Sync + 'static {
     fn subject(&self) -> &str;
     /// The `exp` claim, seconds since the Unix epoch.
     fn expires_at(&self) -> Option<u64>;
+    /// The session the token belongs to (`sid`, or `jti`), for
+    /// [`Revocations::revoke_session`](crate::revocation::Revocations::revoke_session).
+    /// `None` by default.
+    fn session_id(&self) -> Option<&str> {
+        None
+    }
+    /// When the token was issued (`iat`), for
+    /// [`Revocations::revoke_subject`](crate::revocation::Revocations::revoke_subject):
+    /// a token issued up to a subject's logout is refused, one issued after
+    /// works. `None` by default: every logout of the subject covers it.
+    fn issued_at(&self) -> Option<SystemTime> {
+        None
+    }
 }
 
 impl<C: JwtClaims> Subject for C {
     fn subject(&self) -> &str {
         JwtClaims::subject(self)
+    }
+}
+
+impl<C: JwtClaims> Revocable for C {
+    fn session_id(&self) -> Option<&str> {
+        JwtClaims::session_id(self)
+    }
+
+    fn issued_at(&self) -> Option<SystemTime> {
+        JwtClaims::issued_at(self)
     }
 }
 

@@ -101,6 +101,7 @@ pub mod layer;
 mod metrics;
 mod origin;
 mod rejection;
+pub mod revocation;
 pub mod source;
 pub mod ticket;
 mod verify;

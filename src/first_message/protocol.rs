@@ -202,6 +202,7 @@ fn envelope<'a>(text: &'a str, field: &str) -> Option<Envelope<'a>> {
 /// | invalid token, no auth message, data before auth | `auth_fail` | 4001 |
 /// | deadline passed | — | 4001 |
 /// | expired token | `auth_fail` | 4002 (refresh, then reconnect) |
+/// | revoked token (or a live socket's credential revoked) | `auth_fail` (— on a live socket) | 4003 |
 /// | binary, not JSON, wrong shape, oversize | `auth_fail` | 4400 |
 /// | verifier backend down | `auth_fail` | 1013 (retry later) |
 ///
@@ -268,6 +269,7 @@ impl AuthProtocol for JsonAuth {
 /// |---|---|---|
 /// | invalid, expired or missing token at `connection_init` | 4403 Forbidden | yes, calling `connectionParams` again |
 /// | the credential of a live socket expires | 4403 Forbidden (reason `Credential expired`) | yes |
+/// | the credential of a live socket is revoked | 4403 Forbidden (reason `Credential revoked`) | yes, and a fresh credential is needed |
 /// | `subscribe` before `connection_ack` | 4401 Unauthorized | no |
 /// | not JSON, wrong shape, binary, oversize | 4400 Bad request | no |
 /// | no `connection_init` within the deadline | 4408 Connection initialisation timeout | yes |
@@ -365,6 +367,7 @@ impl AuthProtocol for GraphqlTransportWs {
                 (4401, "Unauthorized")
             }
             AuthErrorKind::Expired => (4403, "Credential expired"),
+            AuthErrorKind::Revoked => (4403, "Credential revoked"),
             AuthErrorKind::Timeout => (4408, "Connection initialisation timeout"),
             AuthErrorKind::Ambiguous => (4429, "Too many initialisation requests"),
             AuthErrorKind::Unavailable => (1013, "Try again later"),

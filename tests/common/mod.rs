@@ -240,18 +240,43 @@ mod redis_server {
     pub struct RedisServer {
         pub port: u16,
         child: Option<Child>,
+        /// Where an append-only file keeps the data across restarts.
+        persist_in: Option<std::path::PathBuf>,
     }
 
     impl RedisServer {
         pub fn start() -> Self {
+            let mut server = Self::start_unstarted();
+            server.restart();
+            server
+        }
+
+        /// A server that writes every change to an append-only file, so that
+        /// its data survives a restart.
+        pub fn start_persistent() -> Self {
+            let mut server = Self::start_unstarted();
+            let dir = std::env::temp_dir().join(format!(
+                "redis-aof-{}-{}",
+                std::process::id(),
+                server.port
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            server.persist_in = Some(dir);
+            server.restart();
+            server
+        }
+
+        fn start_unstarted() -> Self {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut server = Self { port, child: None };
-            server.restart();
-            server
+            Self {
+                port,
+                child: None,
+                persist_in: None,
+            }
         }
 
         pub fn url(&self) -> String {
@@ -259,8 +284,22 @@ mod redis_server {
         }
 
         pub fn restart(&mut self) {
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            let mut command = Command::new("redis-server");
+            command.args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ]);
+            match &self.persist_in {
+                Some(dir) => command
+                    .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir),
+                None => command.args(["--appendonly", "no"]),
+            };
+            let child = command
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|e| {
