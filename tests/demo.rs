@@ -452,3 +452,196 @@ async fn the_oldest_session_is_dropped_at_the_cap() {
         welcome(&mut socket, "cookie").await;
     }
 }
+
+/// Every way into `/ws`, open at once for `token`/`session`: header,
+/// ticket, subprotocol, cookie.
+async fn every_socket(demo: &Demo, token: &str, session: &str) -> Vec<Client> {
+    let bearer = format!("Bearer {token}");
+    let ticket = issue_ticket(demo.addr, token).await;
+    let sub = format!("bearer.{token}, chat");
+    let cookie = format!("session={session}");
+    let mut sockets = Vec::new();
+    for (path, headers) in [
+        ("/ws".to_owned(), vec![("authorization", bearer.as_str())]),
+        (format!("/ws?ticket={ticket}"), vec![]),
+        (
+            "/ws".to_owned(),
+            vec![("sec-websocket-protocol", sub.as_str())],
+        ),
+        (
+            "/ws".to_owned(),
+            vec![
+                ("cookie", cookie.as_str()),
+                ("origin", demo.origin.as_str()),
+            ],
+        ),
+    ] {
+        let (mut socket, _) = connect(demo.addr, &path, &headers).await.unwrap();
+        assert_eq!(next_json(&mut socket).await["type"], "welcome");
+        sockets.push(socket);
+    }
+    sockets
+}
+
+/// `POST /logout` with a bearer token logs its user out everywhere: every
+/// open socket closes with 4003 within 500 ms, the old credentials are
+/// refused, a login right after works at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_closes_every_socket() {
+    let demo = start().await;
+    let (token, session) = login(&demo, "alice").await;
+    let (other_token, _) = login(&demo, "bob").await;
+    let mut sockets = every_socket(&demo, &token, &session).await;
+    let (mut bob, _) = connect(
+        demo.addr,
+        "/ws",
+        &[("authorization", &format!("Bearer {other_token}"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut bob).await["type"], "welcome");
+
+    let started = Instant::now();
+    let bearer = format!("Bearer {token}");
+    let logout = http(
+        demo.addr,
+        "POST",
+        "/logout",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    for socket in &mut sockets {
+        assert_eq!(close_code(socket, Duration::from_secs(5)).await, Some(4003));
+    }
+    let took = started.elapsed();
+    println!("every socket closed {took:?} after the logout");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_echo(&mut bob, "bob is still here").await;
+
+    // The old credentials are refused everywhere.
+    assert_eq!(
+        refused(demo.addr, "/ws", &[("authorization", &bearer)])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let cookie = format!("session={session}");
+    let by_cookie = refused(
+        demo.addr,
+        "/ws",
+        &[("cookie", &cookie), ("origin", &demo.origin)],
+    )
+    .await;
+    assert_eq!(by_cookie.status, StatusCode::UNAUTHORIZED);
+    let ticket = http(
+        demo.addr,
+        "POST",
+        "/ws-ticket",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(ticket.status, StatusCode::UNAUTHORIZED);
+
+    // A login right after, in the same second, works at once.
+    let (fresh, fresh_session) = login(&demo, "alice").await;
+    every_socket(&demo, &fresh, &fresh_session).await;
+}
+
+/// `POST /logout` with only the session cookie ends that session: its
+/// sockets close with 4003, another login of the same user goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_with_the_cookie_ends_that_session() {
+    let demo = start().await;
+    let (token, session) = login(&demo, "alice").await;
+    let (other_token, other_session) = login(&demo, "alice").await;
+    let mut sockets = every_socket(&demo, &token, &session).await;
+    let mut others = every_socket(&demo, &other_token, &other_session).await;
+
+    let cookie = format!("session={session}");
+    let logout = http(demo.addr, "POST", "/logout", &[("cookie", &cookie)], "").await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    for socket in &mut sockets {
+        assert_eq!(close_code(socket, Duration::from_secs(5)).await, Some(4003));
+    }
+    for socket in &mut others {
+        assert_echo(socket, "the other login goes on").await;
+    }
+    let by_cookie = refused(
+        demo.addr,
+        "/ws",
+        &[("cookie", &cookie), ("origin", &demo.origin)],
+    )
+    .await;
+    assert_eq!(by_cookie.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        http(demo.addr, "POST", "/logout", &[], "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Two demo instances sharing `REDIS_URL`: a logout on one closes the
+/// sockets on the other within 500 ms.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_reaches_sockets_on_another_instance_through_redis() {
+    let (url, _server) = shared_redis();
+    let secret = demo::random_secret();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = format!("http://127.0.0.1:{}", addr.port());
+        let router = demo::router(demo::Config {
+            jwt_secret: secret.clone(),
+            allowed_origins: vec![origin.clone()],
+            redis_url: Some(url.clone()),
+            max_sessions: demo::MAX_SESSIONS,
+        })
+        .unwrap();
+        tokio::spawn(demo::serve(listener, router, demo::HEADER_READ_TIMEOUT));
+        instances.push(Demo { addr, origin });
+    }
+    let (a, b) = (&instances[0], &instances[1]);
+    // A user of its own: the revocation lives in the shared Redis, which
+    // other tests use at the same time.
+    let (token, _) = login(a, "redis-logout-user").await;
+    let bearer = format!("Bearer {token}");
+    // Both instances subscribe in the background: wait until B accepts.
+    let mut on_b = None;
+    for _ in 0..200 {
+        if let Ok((socket, _)) = connect(b.addr, "/ws", &[("authorization", &bearer)]).await {
+            on_b = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut on_b = on_b.expect("instance B accepts the token");
+    assert_eq!(next_json(&mut on_b).await["type"], "welcome");
+
+    let started = Instant::now();
+    let mut logout = http(a.addr, "POST", "/logout", &[("authorization", &bearer)], "").await;
+    for _ in 0..200 {
+        if logout.status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        logout = http(a.addr, "POST", "/logout", &[("authorization", &bearer)], "").await;
+    }
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        close_code(&mut on_b, Duration::from_secs(5)).await,
+        Some(4003)
+    );
+    let took = started.elapsed();
+    println!("closed on the other instance {took:?} after the logout");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(
+        refused(b.addr, "/ws", &[("authorization", &bearer)])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -20,18 +20,19 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header as JwtHeader};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_ws_auth::first_message::{FirstMessageAuth, JsonAuth, LifetimeGuard};
-use tower_ws_auth::jwt::{now_secs, BasicClaims, JwtVerifier};
+use tower_ws_auth::jwt::{now_secs, JwtClaims, JwtVerifier};
+use tower_ws_auth::revocation::{CheckRevoked, Revocations};
 use tower_ws_auth::source::{Bearer, Cookie, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, Ticket, TicketEndpoint, TicketStore};
 use tower_ws_auth::{
-    AuthError, AuthErrorKind, Authenticated, Credential, OriginPolicy, SourceKind, Verified,
-    WsAuthLayer,
+    AuthError, AuthErrorKind, Authenticated, Credential, OriginPolicy, SourceKind, Verification,
+    Verified, Verifier, WsAuthLayer,
 };
 use tracing::Level;
 
@@ -61,6 +62,39 @@ pub struct Config {
     pub max_sessions: usize,
 }
 
+/// What the demo's tokens and sessions say: who, until when, when they were
+/// issued (to the millisecond, so that a logout covers exactly the
+/// credentials issued up to it) and which login they belong to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoClaims {
+    /// The user.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch with a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<f64>,
+    /// The login this credential belongs to (not the cookie's secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl JwtClaims for DemoClaims {
+    fn subject(&self) -> &str {
+        &self.sub
+    }
+    fn expires_at(&self) -> Option<u64> {
+        Some(self.exp)
+    }
+    fn session_id(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+    fn issued_at(&self) -> Option<SystemTime> {
+        let iat = Duration::try_from_secs_f64(self.iat?).ok()?;
+        UNIX_EPOCH.checked_add(iat)
+    }
+}
+
 type Sessions = Arc<Mutex<SessionStore>>;
 
 /// Login sessions by cookie value, at most `max` of them.
@@ -72,7 +106,7 @@ type Sessions = Arc<Mutex<SessionStore>>;
 /// look-up refuses it meanwhile.
 struct SessionStore {
     max: usize,
-    by_id: HashMap<String, BasicClaims>,
+    by_id: HashMap<String, DemoClaims>,
     /// (expiry, id), oldest login first.
     order: VecDeque<(u64, String)>,
 }
@@ -86,7 +120,7 @@ impl SessionStore {
         }
     }
 
-    fn insert(&mut self, id: String, claims: BasicClaims, now: u64) {
+    fn insert(&mut self, id: String, claims: DemoClaims, now: u64) {
         while let Some((exp, _)) = self.order.front() {
             if *exp > now && self.order.len() < self.max {
                 break;
@@ -99,44 +133,66 @@ impl SessionStore {
         self.by_id.insert(id, claims);
     }
 
-    fn get(&self, id: &str) -> Option<&BasicClaims> {
+    fn get(&self, id: &str) -> Option<&DemoClaims> {
         self.by_id.get(id)
+    }
+
+    /// Forget a session (its place in the queue goes when it reaches the
+    /// front).
+    fn remove(&mut self, id: &str) -> Option<DemoClaims> {
+        self.by_id.remove(id)
     }
 }
 
 #[derive(Clone)]
 struct AppState {
     encoding: EncodingKey,
-    jwt: JwtVerifier<BasicClaims>,
+    /// Login tokens, refused once revoked.
+    jwt: CheckRevoked<JwtVerifier<DemoClaims>>,
     sessions: Sessions,
+    revocations: Revocations,
 }
 
-/// The demo's router.
+/// Revocations are remembered as long as the longest credential lives.
+const REVOCATION_TTL: Duration = Duration::from_secs(TOKEN_TTL_SECS + 60);
+
+/// The demo's router. Must be called within a tokio runtime.
 pub fn router(config: Config) -> Result<Router, Box<dyn std::error::Error>> {
     match config.redis_url.as_deref() {
         #[cfg(feature = "redis")]
         Some(url) => {
-            let store = tower_ws_auth::ticket::RedisTicketStore::<BasicClaims>::open(url)?;
-            build(config, store)
+            let store = tower_ws_auth::ticket::RedisTicketStore::<DemoClaims>::open(url)?;
+            let revocations = Revocations::redis(url)?.record_ttl(REVOCATION_TTL);
+            build(config, store, revocations)
         }
         #[cfg(not(feature = "redis"))]
         Some(_) => Err("REDIS_URL is set: run the demo with `--features redis`".into()),
-        None => build(config, MemoryTicketStore::<BasicClaims>::new()),
+        None => build(
+            config,
+            MemoryTicketStore::<DemoClaims>::new(),
+            Revocations::memory().record_ttl(REVOCATION_TTL),
+        ),
     }
 }
 
-fn build<St>(config: Config, tickets: St) -> Result<Router, Box<dyn std::error::Error>>
+fn build<St>(
+    config: Config,
+    tickets: St,
+    revocations: Revocations,
+) -> Result<Router, Box<dyn std::error::Error>>
 where
-    St: TicketStore<Identity = BasicClaims> + Clone + Send + Sync + 'static,
+    St: TicketStore<Identity = DemoClaims> + Clone + Send + Sync + 'static,
     St::IssueFuture: Send,
     St::RedeemFuture: Send + 'static,
 {
-    let jwt = JwtVerifier::<BasicClaims>::hs256(&config.jwt_secret)?;
+    // Every verifier refuses revoked credentials (logout).
+    let jwt = revocations.enforce(JwtVerifier::<DemoClaims>::hs256(&config.jwt_secret)?);
     let origins = OriginPolicy::allow(&config.allowed_origins)?;
     let state = AppState {
         encoding: EncodingKey::from_secret(&config.jwt_secret),
         jwt: jwt.clone(),
         sessions: Arc::new(Mutex::new(SessionStore::new(config.max_sessions))),
+        revocations: revocations.clone(),
     };
 
     let sessions = state.sessions.clone();
@@ -160,9 +216,15 @@ where
     // then the session cookie, which a browser sends whether or not the page
     // chose it. The first one present decides.
     let ws_auth = WsAuthLayer::new(Bearer, jwt.clone())
-        .or(Query::param("ticket"), tickets.verifier())
+        .or(
+            Query::param("ticket"),
+            revocations.enforce(tickets.verifier()),
+        )
         .or(Subprotocol::prefix("bearer."), jwt.clone())
-        .or(Cookie::named("session"), session_lookup)
+        .or(
+            Cookie::named("session"),
+            revocations.enforce(session_lookup),
+        )
         .origin(origins.clone());
     let redactor = ws_auth.redactor();
 
@@ -175,6 +237,7 @@ where
     let app = Router::new()
         .route("/", get(page))
         .route("/login", post(login))
+        .route("/logout", post(logout).route_layer(origin_only.clone()))
         .route(
             "/ws-ticket",
             post(TicketEndpoint::new(tickets)).route_layer(ticket_auth),
@@ -246,9 +309,18 @@ async fn login(
         .ttl_secs
         .unwrap_or(TOKEN_TTL_SECS)
         .clamp(1, TOKEN_TTL_SECS);
-    let claims = BasicClaims {
+    let Ok(sid) = Ticket::generate() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let issued = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let claims = DemoClaims {
         sub: login.user,
-        exp: now_secs() + ttl,
+        exp: issued.as_secs() + ttl,
+        // Milliseconds: a logout covers exactly what was issued up to it.
+        iat: Some(issued.as_millis() as f64 / 1000.0),
+        sid: Some(sid.expose_secret()[..16].to_owned()),
     };
     let Ok(token) = encode(&JwtHeader::new(Algorithm::HS256), &claims, &state.encoding) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -278,10 +350,80 @@ fn via_label(via: SourceKind) -> &'static str {
     }
 }
 
+/// `POST /logout`: with a bearer token, log its user out everywhere (every
+/// credential issued up to now); else with the session cookie, end that
+/// session. Open sockets of what was revoked close with 4003.
+async fn logout(State(state): State<AppState>, request: Request) -> Response {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let outcome = if let Some(token) = bearer {
+        match state
+            .jwt
+            .verify_now(Credential::new(SourceKind::Header, token))
+        {
+            Verification::Ready(Ok(verified)) => {
+                state
+                    .revocations
+                    .revoke_subject(&verified.identity.sub)
+                    .await
+            }
+            Verification::Ready(Err(error)) => Err(error),
+            Verification::Pending(verifying) => match verifying.await {
+                Ok(verified) => {
+                    state
+                        .revocations
+                        .revoke_subject(&verified.identity.sub)
+                        .await
+                }
+                Err(error) => Err(error),
+            },
+        }
+    } else {
+        let session = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().strip_prefix("session="))
+            .map(str::to_owned)
+            .next();
+        let claims = session.and_then(|id| state.sessions.lock().ok()?.remove(&id));
+        match claims.and_then(|c| c.sid) {
+            Some(sid) => state.revocations.revoke_session(&sid).await,
+            None => Err(AuthError::new(AuthErrorKind::Missing)),
+        }
+    };
+    match outcome {
+        Ok(()) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response.headers_mut().insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
+            );
+            response
+        }
+        Err(error) => {
+            let mut response = (error.status(), error.body_text()).into_response();
+            if let Some(challenge) = error.www_authenticate() {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            response
+        }
+    }
+}
+
 async fn ws(
     upgrade: WebSocketUpgrade,
     State(state): State<AppState>,
-    auth: Authenticated<BasicClaims>,
+    auth: Authenticated<DemoClaims>,
 ) -> Response {
     upgrade
         .protocols(["chat"])
@@ -291,8 +433,11 @@ async fn ws(
                 "user": auth.identity.sub,
                 "via": via_label(auth.via),
             });
+            // Closes at expiry (4002) and on logout (4003).
+            let watch = state.revocations.watch(&auth.identity);
             let mut socket =
-                LifetimeGuard::new(socket, &auth.identity, auth.expires_at, state.jwt, JsonAuth);
+                LifetimeGuard::new(socket, &auth.identity, auth.expires_at, state.jwt, JsonAuth)
+                    .revocation(watch);
             if socket
                 .send(Message::text(welcome.to_string()))
                 .await
@@ -312,13 +457,15 @@ async fn first_message(upgrade: WebSocketUpgrade, State(state): State<AppState>)
     upgrade.on_upgrade(move |socket: WebSocket| async move {
         let auth = FirstMessageAuth::json().max_len(FIRST_MESSAGE_MAX_LEN);
         if let Ok((verified, socket)) = auth.authenticate(socket, &state.jwt).await {
+            let watch = state.revocations.watch(&verified.identity);
             let guard = LifetimeGuard::new(
                 socket,
                 &verified.identity,
                 verified.expires_at,
                 state.jwt,
                 JsonAuth,
-            );
+            )
+            .revocation(watch);
             echo(guard).await;
         }
     })

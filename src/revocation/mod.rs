@@ -346,6 +346,17 @@ impl Revocations {
         }
     }
 
+    /// Wait until this instance is in step with the shared store, at most
+    /// `within` (at once in memory). Whether it is: call it before serving,
+    /// so the first upgrades do not wait.
+    pub async fn wait_in_step(&self, within: Duration) -> bool {
+        match &self.shared.backend {
+            Backend::Memory => true,
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => redis.wait_in_step(within).await,
+        }
+    }
+
     /// Register a live socket authenticated as `identity`, for a
     /// [`LifetimeGuard`](crate::first_message::LifetimeGuard): the watch fires
     /// when its credential is revoked. Unregistered when dropped.
@@ -371,6 +382,11 @@ impl<V: fmt::Debug> fmt::Debug for CheckRevoked<V> {
     }
 }
 
+/// How long a check waits for an instance that is not in step with the
+/// shared store (starting up, or reconnecting after a blip) before it fails
+/// closed.
+pub const IN_STEP_WAIT: Duration = Duration::from_secs(1);
+
 fn checked<I: Revocable>(
     revocations: &Revocations,
     outcome: Result<Verified<I>, AuthError>,
@@ -380,29 +396,55 @@ fn checked<I: Revocable>(
     Ok(verified)
 }
 
+type Waiting<I> = Pin<Box<dyn Future<Output = Result<Verified<I>, AuthError>> + Send>>;
+
+/// Check `outcome` now when the instance is in step; otherwise wait for it
+/// (at most [`IN_STEP_WAIT`]) first.
+fn check_or_wait<I: Revocable + Send + 'static>(
+    revocations: &Revocations,
+    outcome: Result<Verified<I>, AuthError>,
+) -> Result<Result<Verified<I>, AuthError>, Waiting<I>> {
+    let verified = match outcome {
+        Ok(verified) if !revocations.is_in_step() => verified,
+        outcome => return Ok(checked(revocations, outcome)),
+    };
+    let revocations = revocations.clone();
+    Err(Box::pin(async move {
+        revocations.wait_in_step(IN_STEP_WAIT).await;
+        checked(&revocations, Ok(verified))
+    }))
+}
+
 impl<V> Verifier for CheckRevoked<V>
 where
     V: Verifier,
     V::Identity: Revocable,
 {
     type Identity = V::Identity;
-    type Future = CheckRevokedFuture<V::Future>;
+    type Future = CheckRevokedFuture<V::Future, V::Identity>;
 
     fn verify(&self, credential: Credential) -> Self::Future {
         CheckRevokedFuture {
-            inner: self.verifier.verify(credential),
-            revocations: Some(self.revocations.clone()),
+            state: CheckState::Verifying {
+                inner: self.verifier.verify(credential),
+                revocations: Some(self.revocations.clone()),
+            },
         }
     }
 
     fn verify_now(&self, credential: Credential) -> Verification<Self::Future, Self::Identity> {
         match self.verifier.verify_now(credential) {
-            Verification::Ready(outcome) => {
-                Verification::Ready(checked(&self.revocations, outcome))
-            }
+            Verification::Ready(outcome) => match check_or_wait(&self.revocations, outcome) {
+                Ok(outcome) => Verification::Ready(outcome),
+                Err(waiting) => Verification::Pending(CheckRevokedFuture {
+                    state: CheckState::Waiting { waiting },
+                }),
+            },
             Verification::Pending(inner) => Verification::Pending(CheckRevokedFuture {
-                inner,
-                revocations: Some(self.revocations.clone()),
+                state: CheckState::Verifying {
+                    inner,
+                    revocations: Some(self.revocations.clone()),
+                },
             }),
         }
     }
@@ -414,33 +456,56 @@ where
 
 pin_project! {
     /// The future of a [`CheckRevoked`] verifier.
-    pub struct CheckRevokedFuture<F> {
+    pub struct CheckRevokedFuture<F, I> {
         #[pin]
-        inner: F,
-        revocations: Option<Revocations>,
+        state: CheckState<F, I>,
     }
 }
 
-impl<F> fmt::Debug for CheckRevokedFuture<F> {
+pin_project! {
+    #[project = CheckStateProj]
+    enum CheckState<F, I> {
+        Verifying {
+            #[pin]
+            inner: F,
+            revocations: Option<Revocations>,
+        },
+        Waiting {
+            waiting: Waiting<I>,
+        },
+    }
+}
+
+impl<F, I> fmt::Debug for CheckRevokedFuture<F, I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CheckRevokedFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, I> Future for CheckRevokedFuture<F>
+impl<F, I> Future for CheckRevokedFuture<F, I>
 where
     F: Future<Output = Result<Verified<I>, AuthError>>,
-    I: Revocable,
+    I: Revocable + Send + 'static,
 {
     type Output = Result<Verified<I>, AuthError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let outcome = std::task::ready!(this.inner.poll(cx));
-        Poll::Ready(match this.revocations.take() {
-            Some(revocations) => checked(&revocations, outcome),
-            None => Err(AuthError::new(AuthErrorKind::Invalid)
-                .with_detail("verification polled after completion")),
-        })
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                CheckStateProj::Verifying { inner, revocations } => {
+                    let outcome = std::task::ready!(inner.poll(cx));
+                    let Some(revocations) = revocations.take() else {
+                        return Poll::Ready(Err(AuthError::new(AuthErrorKind::Invalid)
+                            .with_detail("verification polled after completion")));
+                    };
+                    match check_or_wait(&revocations, outcome) {
+                        Ok(outcome) => return Poll::Ready(outcome),
+                        Err(waiting) => state.set(CheckState::Waiting { waiting }),
+                    }
+                }
+                CheckStateProj::Waiting { waiting } => return waiting.as_mut().poll(cx),
+            }
+        }
     }
 }

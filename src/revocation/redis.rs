@@ -40,8 +40,29 @@ return 1
 pub(crate) struct RedisBackend {
     connection: ConnectionManager,
     prefix: Arc<str>,
-    in_step: Arc<AtomicBool>,
+    in_step: Arc<InStep>,
     follower: OnceLock<tokio::task::AbortHandle>,
+}
+
+/// Whether this instance holds every record Redis holds, and a way to wait
+/// until it does.
+#[derive(Default)]
+pub(crate) struct InStep {
+    flag: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl InStep {
+    fn set(&self, in_step: bool) {
+        self.flag.store(in_step, Ordering::Release);
+        if in_step {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn get(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for RedisBackend {
@@ -72,11 +93,25 @@ impl RedisBackend {
     }
 
     pub(crate) fn in_step(&self) -> Result<(), AuthError> {
-        if self.in_step.load(Ordering::Acquire) {
+        if self.in_step.get() {
             Ok(())
         } else {
             Err(AuthError::new(AuthErrorKind::Unavailable)
                 .with_detail("revocations are not in step with Redis"))
+        }
+    }
+
+    /// Wait until in step, at most `within`. Whether it is.
+    pub(crate) async fn wait_in_step(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.in_step.changed.notified();
+            if self.in_step.get() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.in_step.get();
+            }
         }
     }
 
@@ -204,7 +239,7 @@ async fn follow(
     client: redis::Client,
     mut connection: ConnectionManager,
     prefix: Arc<str>,
-    in_step: Arc<AtomicBool>,
+    in_step: Arc<InStep>,
 ) {
     let mut delay = Duration::from_millis(50);
     while shared.strong_count() > 0 {
@@ -221,7 +256,7 @@ async fn follow(
                 })??;
             // Subscribed first, then loaded: nothing falls in between.
             resync(&shared, &mut connection, &prefix).await?;
-            in_step.store(true, Ordering::Release);
+            in_step.set(true);
             tracing::debug!("revocations in step with Redis");
             let mut messages = pubsub.into_on_message();
             while let Some(message) = poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
@@ -237,7 +272,7 @@ async fn follow(
             )))
         }
         .await;
-        in_step.store(false, Ordering::Release);
+        in_step.set(false);
         if shared.strong_count() == 0 {
             return;
         }
@@ -292,7 +327,7 @@ impl Revocations {
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| ConfigError::new(format!("redis connection manager: {e}")))?;
         let prefix: Arc<str> = prefix.into();
-        let in_step = Arc::new(AtomicBool::new(false));
+        let in_step = Arc::new(InStep::default());
         let revocations = Self::with(
             Backend::Redis(RedisBackend {
                 connection: connection.clone(),

@@ -117,6 +117,27 @@ try {
     expiry.opened && expiryWelcome.via === "subprotocol" && expiry.closeCode === 4002
       && expiry.elapsedMs >= 1000 && expiry.elapsedMs < 12000, expiry);
 
+  // Logout reaches open sockets: a subprotocol socket and a cookie socket are
+  // open; the page clicks "Log out everywhere"; both close with 4003.
+  const logout = await page.evaluate(async () => {
+    const base = window.demo.wsBase + "/ws";
+    const bySubprotocol = window.demo.idle("before logout", base, ["bearer." + window.demo.state.token, "chat"], 10000);
+    const byCookie = window.demo.idle("cookie before logout", base, null, 10000);
+    await new Promise((r) => setTimeout(r, 700));
+    const started = Date.now();
+    document.getElementById("logout").click();
+    const results = await Promise.all([bySubprotocol, byCookie]);
+    return { results, elapsedMs: Date.now() - started };
+  });
+  check("logout: the page's open sockets close with 4003",
+    logout.results.every((r) => r.opened && r.closeCode === 4003), logout);
+  const afterLogout = await page.evaluate(() => window.demo.subprotocol());
+  check("logout: the old token is refused afterwards (1006)", !afterLogout.opened && afterLogout.closeCode === 1006, afterLogout);
+  await page.click("#login");
+  await page.waitForFunction(() => document.getElementById("log").textContent.split("logged in as").length > 2);
+  const relogged = await page.evaluate(() => window.demo.subprotocol());
+  check("logout: a login right after works at once", relogged.opened && relogged.messages.includes("hello"), relogged);
+
   await page.screenshot({ path: join(artifacts, "demo.png"), fullPage: true });
   console.log(`screenshot: ${join(artifacts, "demo.png")}`);
 } catch (error) {
