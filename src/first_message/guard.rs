@@ -120,13 +120,17 @@ where
     /// with `verifier` and read with `protocol`.
     ///
     /// Must be created within a tokio runtime (it holds a timer).
-    pub fn new(
+    pub fn new<E>(
         socket: S,
         identity: &impl Subject,
         expires_at: Option<SystemTime>,
         verifier: V,
         protocol: P,
-    ) -> Self {
+    ) -> Self
+    where
+        // Names the message type, so that no annotation is needed.
+        S: Stream<Item = Result<M, E>>,
+    {
         Self {
             socket,
             expiry: Box::pin(tokio::time::sleep_until(deadline_for(expires_at))),

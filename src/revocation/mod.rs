@@ -37,7 +37,7 @@
 //! use tower_ws_auth::revocation::{Revocable, Revocations};
 //! use tower_ws_auth::{AuthError, AuthErrorKind, Credential, SourceKind, Subject, Verified, Verifier};
 //!
-//! #[derive(Clone)]
+//! #[derive(Clone, Debug)]
 //! struct Session { user: String, id: String }
 //! impl Subject for Session { fn subject(&self) -> &str { &self.user } }
 //! impl Revocable for Session { fn session_id(&self) -> Option<&str> { Some(&self.id) } }
@@ -351,7 +351,10 @@ impl Revocations {
     /// so the first upgrades do not wait.
     pub async fn wait_in_step(&self, within: Duration) -> bool {
         match &self.shared.backend {
-            Backend::Memory => true,
+            Backend::Memory => {
+                let _ = within;
+                true
+            }
             #[cfg(feature = "redis")]
             Backend::Redis(redis) => redis.wait_in_step(within).await,
         }
