@@ -333,3 +333,27 @@ async fn the_guards_events_are_inside_the_sockets_span() {
         "{logs}"
     );
 }
+
+/// A cookie tried before an explicit credential is a configuration that
+/// lets an ambient cookie overrule the client's choice: building it warns.
+#[tokio::test]
+async fn a_cookie_before_an_explicit_source_warns_when_the_layer_is_built() {
+    use tower::Layer;
+    let _turn = one_at_a_time().await;
+    captured_logs();
+    let jwt = JwtVerifier::<BasicClaims>::hs256(SECRET).unwrap();
+    let warning = "tries a cookie before an explicit credential";
+    let explicit_first = WsAuthLayer::new(Bearer, jwt.clone())
+        .or(tower_ws_auth::source::Cookie::named("session"), jwt.clone());
+    let _ = explicit_first.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
+    assert!(!log_text().contains(warning));
+    let cookie_first =
+        WsAuthLayer::new(tower_ws_auth::source::Cookie::named("session"), jwt.clone())
+            .or(Bearer, jwt);
+    let _ = cookie_first.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    }));
+    assert!(log_text().contains(warning), "{}", log_text());
+}
