@@ -16,6 +16,7 @@
 
 use std::fmt;
 
+use http::HeaderValue;
 use subtle::ConstantTimeEq;
 
 /// Where a credential was found.
@@ -55,10 +56,25 @@ impl fmt::Display for SourceKind {
 }
 
 /// A secret presented by a client, not yet verified.
+///
+/// A credential read from a header keeps that header's bytes (a reference
+/// count, no copy) and the range of the secret in them, so that extracting
+/// it allocates nothing.
 #[derive(Clone)]
 pub struct Credential {
     via: SourceKind,
-    secret: String,
+    secret: Secret,
+}
+
+#[derive(Clone)]
+enum Secret {
+    Owned(String),
+    /// `value[start..end]`, checked to be ASCII when it was found.
+    InHeader {
+        value: HeaderValue,
+        start: usize,
+        end: usize,
+    },
 }
 
 impl Credential {
@@ -66,7 +82,27 @@ impl Credential {
     pub fn new(via: SourceKind, secret: impl Into<String>) -> Self {
         Self {
             via,
-            secret: secret.into(),
+            secret: Secret::Owned(secret.into()),
+        }
+    }
+
+    /// The part `text` of `value`'s bytes, without copying it; a copy when
+    /// `text` does not lie within `value` or is not ASCII.
+    pub(crate) fn in_header(via: SourceKind, value: &HeaderValue, text: &str) -> Self {
+        let bytes = value.as_bytes();
+        let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+        let end = start.wrapping_add(text.len());
+        if start <= end && end <= bytes.len() && text.is_ascii() {
+            Self {
+                via,
+                secret: Secret::InHeader {
+                    value: value.clone(),
+                    start,
+                    end,
+                },
+            }
+        } else {
+            Self::new(via, text)
         }
     }
 
@@ -78,22 +114,35 @@ impl Credential {
     /// The secret itself. Named so that every place that reads it is easy to
     /// find; never log what it returns.
     pub fn expose_secret(&self) -> &str {
-        &self.secret
+        match &self.secret {
+            Secret::Owned(secret) => secret,
+            Secret::InHeader { value, start, end } => value
+                .as_bytes()
+                .get(*start..*end)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or(""),
+        }
     }
 
     /// Length of the secret in bytes.
     pub fn len(&self) -> usize {
-        self.secret.len()
+        match &self.secret {
+            Secret::Owned(secret) => secret.len(),
+            Secret::InHeader { start, end, .. } => end - start,
+        }
     }
 
     /// Whether the secret is empty.
     pub fn is_empty(&self) -> bool {
-        self.secret.is_empty()
+        self.len() == 0
     }
 
     /// Compare the secret with `other` in constant time.
     pub fn ct_eq(&self, other: &str) -> bool {
-        self.secret.as_bytes().ct_eq(other.as_bytes()).into()
+        self.expose_secret()
+            .as_bytes()
+            .ct_eq(other.as_bytes())
+            .into()
     }
 }
 

@@ -45,6 +45,11 @@
 //! source is configured.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memchr::memmem::Finder;
 
 use http::header::{Entry, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
 use http::request::Parts;
@@ -113,13 +118,13 @@ fn check_len(len: usize, max: usize, via: SourceKind) -> Result<(), AuthError> {
     }
 }
 
-fn non_empty(value: String, via: SourceKind) -> Result<Option<Credential>, AuthError> {
-    if value.is_empty() {
+fn non_empty(credential: Credential) -> Result<Option<Credential>, AuthError> {
+    if credential.is_empty() {
         Err(AuthError::new(AuthErrorKind::Invalid)
-            .with_via(via)
+            .with_via(credential.via())
             .with_detail("empty credential"))
     } else {
-        Ok(Some(Credential::new(via, value)))
+        Ok(Some(credential))
     }
 }
 
@@ -258,7 +263,7 @@ impl CredentialSource for Query {
             return Ok(None);
         };
         set_path_and_query(parts, rebuilt)?;
-        non_empty(value, SourceKind::Query)
+        non_empty(Credential::new(SourceKind::Query, value))
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
@@ -281,18 +286,32 @@ impl CredentialSource for Query {
 /// Browsers attach cookies to a WebSocket opened by *any* site. Configuring a
 /// cookie source turns the layer's `Origin` check on by default (same origin as
 /// `Host`); see [`OriginPolicy`](crate::OriginPolicy).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cookie {
     name: Cow<'static, str>,
     max_len: usize,
+    /// Finds the name in a header: built once, not per request.
+    finder: Arc<Finder<'static>>,
+}
+
+impl fmt::Debug for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cookie")
+            .field("name", &self.name)
+            .field("max_len", &self.max_len)
+            .finish()
+    }
 }
 
 impl Cookie {
     /// The cookie called `name`.
     pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
+        let name = name.into();
+        let finder = Arc::new(Finder::new(name.as_bytes()).into_owned());
         Self {
-            name: name.into(),
+            name,
             max_len: DEFAULT_MAX_LEN,
+            finder,
         }
     }
 
@@ -325,7 +344,49 @@ impl Cookie {
 
     /// Whether a `Cookie` header may carry this cookie, by name or encoded.
     fn may_mention(&self, header: &[u8]) -> bool {
-        header.contains(&b'%') || memchr::memmem::find(header, self.name.as_bytes()).is_some()
+        self.finder.find(header).is_some() || memchr::memchr(b'%', header).is_some()
+    }
+
+    /// `header` without this cookie's pairs: `None` when it carries none
+    /// (keep it as it is), `Some(None)` when nothing else is left. `on_named`
+    /// sees each removed pair.
+    fn without_cookie(
+        &self,
+        header: &HeaderValue,
+        on_named: &mut impl FnMut(&HeaderValue, &[u8]) -> Result<(), AuthError>,
+    ) -> Result<Option<Option<HeaderValue>>, AuthError> {
+        let bytes = header.as_bytes();
+        if !self.may_mention(bytes) {
+            return Ok(None);
+        }
+        let mut kept = Vec::new();
+        let mut removed = false;
+        for pair in bytes.split(|&b| b == b';').map(<[u8]>::trim_ascii) {
+            if pair.is_empty() {
+                continue;
+            }
+            if self.is_named_pair(pair) {
+                removed = true;
+                on_named(header, pair)?;
+                continue;
+            }
+            if kept.is_empty() {
+                kept.reserve_exact(bytes.len());
+            } else {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+        if !removed {
+            return Ok(None);
+        }
+        if kept.is_empty() {
+            return Ok(Some(None));
+        }
+        // Handed over, not copied.
+        HeaderValue::from_maybe_shared(Bytes::from(kept))
+            .map(|value| Some(Some(value)))
+            .map_err(|_| Self::cookie_malformed())
     }
 
     fn cookie_malformed() -> AuthError {
@@ -335,48 +396,48 @@ impl Cookie {
     }
 
     /// Rewrite the `Cookie` headers without this cookie; `on_named` sees each
-    /// removed `name=value` pair. Every other cookie keeps its bytes exactly
-    /// (non-UTF-8 included); headers that do not carry the cookie are kept as
-    /// they are; nothing changes when no pair was removed.
+    /// removed `name=value` pair and the header it was in. Every other cookie
+    /// keeps its bytes exactly (non-UTF-8 included); headers that do not carry
+    /// the cookie are kept as they are; nothing changes when no pair was
+    /// removed.
     fn rewrite(
         &self,
         parts: &mut Parts,
-        mut on_named: impl FnMut(&[u8]) -> Result<(), AuthError>,
+        mut on_named: impl FnMut(&HeaderValue, &[u8]) -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        // The usual case, one `Cookie` header: replaced in place.
+        let mut headers = parts.headers.get_all(COOKIE).iter();
+        let (Some(first), None) = (headers.next(), headers.next()) else {
+            return self.rewrite_several(parts, on_named);
+        };
+        match self.without_cookie(first, &mut on_named)? {
+            None => {}
+            Some(Some(value)) => {
+                parts.headers.insert(COOKIE, value);
+            }
+            Some(None) => {
+                parts.headers.remove(COOKIE);
+            }
+        }
+        Ok(())
+    }
+
+    fn rewrite_several(
+        &self,
+        parts: &mut Parts,
+        mut on_named: impl FnMut(&HeaderValue, &[u8]) -> Result<(), AuthError>,
     ) -> Result<(), AuthError> {
         // Headers that do not carry the cookie are cloned (a reference count
         // on the parsed request's bytes) in case another one is rewritten.
         let mut kept_headers = Vec::new();
         let mut removed = false;
         for header in parts.headers.get_all(COOKIE) {
-            let bytes = header.as_bytes();
-            if !self.may_mention(bytes) {
-                kept_headers.push(header.clone());
-                continue;
-            }
-            let mut kept = Vec::with_capacity(bytes.len());
-            let mut removed_here = false;
-            for pair in bytes.split(|&b| b == b';').map(<[u8]>::trim_ascii) {
-                if pair.is_empty() {
-                    continue;
+            match self.without_cookie(header, &mut on_named)? {
+                None => kept_headers.push(header.clone()),
+                Some(kept) => {
+                    removed = true;
+                    kept_headers.extend(kept);
                 }
-                if self.is_named_pair(pair) {
-                    removed_here = true;
-                    on_named(pair)?;
-                    continue;
-                }
-                if !kept.is_empty() {
-                    kept.extend_from_slice(b"; ");
-                }
-                kept.extend_from_slice(pair);
-            }
-            if !removed_here {
-                kept_headers.push(header.clone());
-            } else if !kept.is_empty() {
-                removed = true;
-                kept_headers
-                    .push(HeaderValue::from_bytes(&kept).map_err(|_| Self::cookie_malformed())?);
-            } else {
-                removed = true;
             }
         }
         if removed {
@@ -392,8 +453,8 @@ impl Cookie {
 impl CredentialSource for Cookie {
     fn extract(&self, parts: &mut Parts) -> Result<Option<Credential>, AuthError> {
         // One pass: find the cookie and rebuild the headers without it.
-        let mut found: Option<String> = None;
-        self.rewrite(parts, |pair| {
+        let mut found: Option<Credential> = None;
+        self.rewrite(parts, |header, pair| {
             if found.is_some() {
                 return Err(AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Cookie));
             }
@@ -407,17 +468,21 @@ impl CredentialSource for Cookie {
                         .with_detail("the session cookie does not parse")
                 })?;
             check_len(cookie.value().len(), self.max_len, SourceKind::Cookie)?;
-            found = Some(cookie.value().to_owned());
+            found = Some(Credential::in_header(
+                SourceKind::Cookie,
+                header,
+                cookie.value(),
+            ));
             Ok(())
         })?;
         match found {
-            Some(value) => non_empty(value, SourceKind::Cookie),
+            Some(value) => non_empty(value),
             None => Ok(None),
         }
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
-        self.rewrite(parts, |_| Ok(()))
+        self.rewrite(parts, |_, _| Ok(()))
     }
 
     fn uses_cookies(&self) -> bool {
@@ -460,18 +525,22 @@ impl CredentialSource for Bearer {
             BEARER_MAX_LEN + "Bearer ".len(),
             SourceKind::Header,
         )?;
-        let token = bearer_token(value).map(str::to_owned).ok_or_else(|| {
+        let token = bearer_token(value).ok_or_else(|| {
             AuthError::new(AuthErrorKind::Invalid)
                 .with_via(SourceKind::Header)
                 .with_detail("authorization header is not a bearer token")
         })?;
+        // The token stays in the header's bytes: nothing is copied.
+        let credential = Credential::in_header(SourceKind::Header, value, token);
         entry.remove();
-        Ok(Some(Credential::new(SourceKind::Header, token)))
+        Ok(Some(credential))
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
+        // The scheme as `extract` reads it: after any leading whitespace.
         let is_bearer = parts.headers.get_all(AUTHORIZATION).iter().any(|v| {
             v.as_bytes()
+                .trim_ascii_start()
                 .get(..6)
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer"))
         });
@@ -523,10 +592,10 @@ impl CredentialSource for Header {
                     .with_via(SourceKind::Header)
                     .with_detail("header value is not visible ASCII")
             })?
-            .trim()
-            .to_owned();
+            .trim();
+        let credential = Credential::in_header(SourceKind::Header, value, text);
         parts.headers.remove(&self.name);
-        non_empty(text, SourceKind::Header)
+        non_empty(credential)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
@@ -583,14 +652,14 @@ impl Subprotocol {
     /// `Sec-WebSocket-Protocol` header, in order.
     fn for_each_entry<'a>(
         parts: &'a Parts,
-        mut visit: impl FnMut(&'a str) -> Result<(), AuthError>,
+        mut visit: impl FnMut(&'a HeaderValue, &'a str) -> Result<(), AuthError>,
     ) -> Result<(), AuthError> {
         for header in parts.headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
             let text = header
                 .to_str()
                 .map_err(|_| Self::malformed("subprotocol header is not visible ASCII"))?;
             for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-                visit(entry)?;
+                visit(header, entry)?;
             }
         }
         Ok(())
@@ -602,15 +671,15 @@ impl Subprotocol {
     fn rewrite(
         &self,
         parts: &mut Parts,
-        mut on_token: impl FnMut(&str) -> Result<(), AuthError>,
+        mut on_token: impl FnMut(&HeaderValue, &str) -> Result<(), AuthError>,
     ) -> Result<bool, AuthError> {
         let mut kept = String::new();
         let mut removed = false;
-        Self::for_each_entry(parts, |entry| {
+        Self::for_each_entry(parts, |header, entry| {
             match entry.strip_prefix(&*self.prefix) {
                 Some(token) => {
                     removed = true;
-                    on_token(token)?;
+                    on_token(header, token)?;
                 }
                 None => {
                     if !kept.is_empty() {
@@ -625,9 +694,12 @@ impl Subprotocol {
             if kept.is_empty() {
                 parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
             } else {
-                let value = HeaderValue::from_str(&kept)
+                let left = !kept.is_empty();
+                // Handed over, not copied.
+                let value = HeaderValue::from_maybe_shared(Bytes::from(kept))
                     .map_err(|_| Self::malformed("subprotocol header cannot be rebuilt"))?;
                 parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+                return Ok(left);
             }
         }
         Ok(!kept.is_empty())
@@ -641,14 +713,18 @@ impl CredentialSource for Subprotocol {
         }
         // One pass: find the token, keep the real protocols.
         let mut found = None;
-        let protocols_left = self.rewrite(parts, |token| {
+        let protocols_left = self.rewrite(parts, |header, token| {
             if found.is_some() {
                 return Err(
                     AuthError::new(AuthErrorKind::Ambiguous).with_via(SourceKind::Subprotocol)
                 );
             }
             check_len(token.len(), self.max_len, SourceKind::Subprotocol)?;
-            found = Some(token.to_owned());
+            found = Some(Credential::in_header(
+                SourceKind::Subprotocol,
+                header,
+                token,
+            ));
             Ok(())
         })?;
         let Some(token) = found else {
@@ -659,12 +735,12 @@ impl CredentialSource for Subprotocol {
                 "subprotocol token offered without an application protocol",
             ));
         }
-        non_empty(token, SourceKind::Subprotocol)
+        non_empty(token)
     }
 
     fn strip(&self, parts: &mut Parts) -> Result<(), AuthError> {
         let mut removed = false;
-        let protocols_left = self.rewrite(parts, |_| {
+        let protocols_left = self.rewrite(parts, |_, _| {
             removed = true;
             Ok(())
         })?;
