@@ -10,6 +10,18 @@
 //!
 //! `cargo bench --bench handshake`; `HANDSHAKE_N` (default 4000),
 //! `HANDSHAKE_CONCURRENCY` (default 32), `HANDSHAKE_ROUNDS` (default 5).
+//!
+//! Modes: `none` (no authentication), `handwritten` (the minimal correct
+//! check an application would write in a middleware: `Authorization` header
+//! lookup → `jsonwebtoken::decode` → claims into the extensions), and the
+//! crate's layer per source: `header`, `ticket`, `cookie`, `subprotocol`.
+//!
+//! With `HANDSHAKE_CALLGRIND=1` it counts instead the instructions the server
+//! executes per upgrade, under `valgrind --tool=callgrind`: each mode's
+//! server runs twice, for `HANDSHAKE_N / 4` and `HANDSHAKE_N` connections, and
+//! the difference of the two totals divided by the difference of the counts
+//! cancels start-up and shut-down. Instruction counts do not depend on what
+//! else the machine is doing.
 
 use std::collections::HashMap;
 use std::future::ready;
@@ -29,13 +41,21 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tower_ws_auth::jwt::{BasicClaims, JwtVerifier};
-use tower_ws_auth::source::{Bearer, Cookie, Query};
+use tower_ws_auth::source::{Bearer, Cookie, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, TicketStore};
 use tower_ws_auth::{AuthErrorKind, Credential, OriginPolicy, Verified, WsAuthLayer};
 
 const SECRET: &[u8] = b"benchmark-secret-of-thirty-two-b";
 const ORIGIN: &str = "http://bench.local";
-const MODES: [&str; 4] = ["none", "header", "ticket", "cookie"];
+const MODES: [&str; 6] = [
+    "none",
+    "handwritten",
+    "header",
+    "ticket",
+    "cookie",
+    "subprotocol",
+];
+const SUBPROTOCOL: &str = "chat";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -75,6 +95,41 @@ async fn echo_once(upgrade: WebSocketUpgrade) -> Response {
     })
 }
 
+async fn echo_chat(upgrade: WebSocketUpgrade) -> Response {
+    echo_once(upgrade.protocols([SUBPROTOCOL])).await
+}
+
+/// The minimal correct check an application would write by hand: the
+/// `Authorization` header, `jsonwebtoken::decode` with the same algorithm,
+/// `exp` required and checked, the claims into the extensions.
+async fn handwritten(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::response::IntoResponse;
+    static KEY: std::sync::LazyLock<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)> =
+        std::sync::LazyLock::new(|| {
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.leeway = 5;
+            (jsonwebtoken::DecodingKey::from_secret(SECRET), validation)
+        });
+    let token = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) = token else {
+        return http::StatusCode::UNAUTHORIZED.into_response();
+    };
+    match jsonwebtoken::decode::<BasicClaims>(token, &KEY.0, &KEY.1) {
+        Ok(data) => {
+            request.extensions_mut().insert(data.claims);
+            next.run(request).await
+        }
+        Err(_) => http::StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
 async fn server() {
     let jwt = JwtVerifier::<BasicClaims>::hs256(SECRET).unwrap();
     let tickets = MemoryTicketStore::<BasicClaims>::with_limits(1_000_000, 1_000_000);
@@ -92,8 +147,16 @@ async fn server() {
     let app = Router::new()
         .route("/none", get(echo_once))
         .route(
+            "/handwritten",
+            get(echo_once).route_layer(axum::middleware::from_fn(handwritten)),
+        )
+        .route(
             "/header",
-            get(echo_once).route_layer(WsAuthLayer::new(Bearer, jwt)),
+            get(echo_once).route_layer(WsAuthLayer::new(Bearer, jwt.clone())),
+        )
+        .route(
+            "/subprotocol",
+            get(echo_chat).route_layer(WsAuthLayer::new(Subprotocol::prefix("bearer."), jwt)),
         )
         .route(
             "/ticket",
@@ -127,7 +190,18 @@ async fn server() {
                 }
             }),
         )
-        .route("/cpu", get(|| async { process_cpu_ns().to_string() }));
+        .route("/cpu", get(|| async { process_cpu_ns().to_string() }))
+        // Ends the process cleanly, so that a profiler writes its totals.
+        .route(
+            "/exit",
+            post(|| async {
+                tokio::spawn(async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    std::process::exit(0)
+                });
+                "bye"
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("PORT {}", listener.local_addr().unwrap().port());
     axum::serve(listener, app).await.unwrap();
@@ -160,8 +234,14 @@ async fn connection(addr: SocketAddr, mode: &str, token: &str, ticket: Option<St
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     let headers = request.headers_mut();
     match mode {
-        "header" => {
+        "header" | "handwritten" => {
             headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        "subprotocol" => {
+            headers.insert(
+                "sec-websocket-protocol",
+                format!("bearer.{token}, {SUBPROTOCOL}").parse().unwrap(),
+            );
         }
         "cookie" => {
             headers.insert(
@@ -226,6 +306,115 @@ async fn run_mode(
     }
 }
 
+/// A server child: under `valgrind` when `profile` names the output file.
+fn spawn_server(profile: Option<&std::path::Path>) -> (std::process::Child, SocketAddr) {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match profile {
+        Some(out) => {
+            let mut c = Command::new("valgrind");
+            c.arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(&exe)
+                .arg("--one-thread");
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command
+        .arg("--server")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the server starts (valgrind installed for HANDSHAKE_CALLGRIND)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    (child, ([127, 0, 0, 1], port).into())
+}
+
+/// Total instructions the server child executed, from valgrind's summary.
+fn total_instructions(child: std::process::Child) -> u64 {
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    log.lines()
+        .filter_map(|l| l.split_once("Collected :"))
+        .filter_map(|(_, n)| n.trim().replace(',', "").parse().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no instruction total in: {log}"))
+}
+
+fn token() -> String {
+    tower_ws_auth::jwt::install_crypto_provider().unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims(),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+/// Instructions per upgrade, per mode: one connection at a time against a
+/// one-thread server, so that every upgrade does the same work.
+fn instructions(n: usize, _concurrency: usize) {
+    let concurrency = 1;
+    let token = token();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("handshake-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut per_upgrade = Vec::new();
+    // `HANDSHAKE_MODES=header,handwritten` measures only those.
+    let only = std::env::var("HANDSHAKE_MODES").unwrap_or_default();
+    for mode in MODES {
+        if !only.is_empty() && !only.split(',').any(|m| m == mode) {
+            continue;
+        }
+        let mut totals = Vec::new();
+        for count in [n / 4, n] {
+            let (child, addr) = spawn_server(Some(&dir.join(format!("{mode}-{count}"))));
+            rt.block_on(async {
+                run_mode(addr, mode, count, concurrency, &token).await;
+                http(addr, "POST", "/exit").await;
+            });
+            totals.push(total_instructions(child));
+        }
+        let ir = (totals[1] - totals[0]) as f64 / (n - n / 4) as f64;
+        eprintln!("{mode:>12}: {ir:.0} instructions per upgrade");
+        per_upgrade.push((mode, ir));
+    }
+    let of = |name: &str| {
+        per_upgrade
+            .iter()
+            .find(|(m, _)| *m == name)
+            .map_or(0.0, |(_, ir)| *ir)
+    };
+    let (none, handwritten) = (of("none"), of("handwritten"));
+    println!(
+        "
+server instructions per upgrade ({} connections, concurrency {concurrency}):",
+        n - n / 4
+    );
+    println!("| mode | instructions | beyond no auth | beyond the hand-written check |");
+    println!("|---|---|---|---|");
+    for (mode, ir) in &per_upgrade {
+        println!(
+            "| {mode} | {ir:.0} | {:+.0} | {:+.0} |",
+            ir - none,
+            ir - handwritten
+        );
+    }
+    // `HANDSHAKE_KEEP=1` keeps the profiles for `callgrind_annotate`.
+    if env("HANDSHAKE_KEEP", 0) == 1 {
+        println!("profiles in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.partial_cmp(b).unwrap());
     values[values.len() / 2]
@@ -233,10 +422,18 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn main() {
     if std::env::args().any(|a| a == "--server") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        // One thread when instructions are counted: the same work in the
+        // same order every time, no work stealing between workers.
+        let rt = if std::env::args().any(|a| a == "--one-thread") {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+        }
+        .unwrap();
         rt.block_on(server());
         return;
     }
@@ -247,6 +444,10 @@ fn main() {
     let n = env("HANDSHAKE_N", 4000);
     let concurrency = env("HANDSHAKE_CONCURRENCY", 32);
     let rounds = env("HANDSHAKE_ROUNDS", 5);
+    if env("HANDSHAKE_CALLGRIND", 0) == 1 {
+        instructions(n, concurrency);
+        return;
+    }
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .arg("--server")

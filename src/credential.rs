@@ -87,12 +87,13 @@ impl Credential {
     }
 
     /// The part `text` of `value`'s bytes, without copying it; a copy when
-    /// `text` does not lie within `value` or is not ASCII.
+    /// `text` does not lie within `value`. Being a `str`, those bytes are
+    /// UTF-8, so exposing them again yields `text`.
     pub(crate) fn in_header(via: SourceKind, value: &HeaderValue, text: &str) -> Self {
         let bytes = value.as_bytes();
         let start = (text.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
         let end = start.wrapping_add(text.len());
-        if start <= end && end <= bytes.len() && text.is_ascii() {
+        if start <= end && end <= bytes.len() {
             Self {
                 via,
                 secret: Secret::InHeader {

@@ -59,15 +59,19 @@ impl<A, R> Shared<A, R> {
     ) where
         A: Authenticate,
     {
-        span.record("outcome", "accepted");
-        span.record("via", via.as_str());
-        if let Some(subject) = self.auth.subject_of(&verified.identity) {
-            span.record("subject", subject);
-        }
-        if is_websocket_upgrade(request) {
-            tracing::debug!(parent: span, "websocket upgrade authenticated");
-        } else {
-            tracing::debug!(parent: span, "request authenticated");
+        // Nothing to record, and the header is not read again, when nobody
+        // listens.
+        if !span.is_disabled() {
+            span.record("outcome", "accepted");
+            span.record("via", via.as_str());
+            if let Some(subject) = self.auth.subject_of(&verified.identity) {
+                span.record("subject", subject);
+            }
+            if is_websocket_upgrade(request) {
+                tracing::debug!(parent: span, "websocket upgrade authenticated");
+            } else {
+                tracing::debug!(parent: span, "request authenticated");
+            }
         }
         metrics::upgrade(Some(via), None);
         request.extensions_mut().insert(Authenticated {
