@@ -157,13 +157,35 @@ struct AppState {
 const REVOCATION_TTL: Duration = Duration::from_secs(TOKEN_TTL_SECS + 60);
 
 /// The demo's router. Must be called within a tokio runtime.
+#[allow(dead_code)] // `main.rs` calls `router_with_oidc`
 pub fn router(config: Config) -> Result<Router, Box<dyn std::error::Error>> {
+    router_with_oidc(config, None)
+}
+
+/// An OpenID provider whose access tokens the demo accepts (`OIDC_ISSUER`,
+/// `OIDC_AUDIENCE`).
+#[cfg_attr(not(feature = "oidc"), allow(dead_code))]
+pub struct Oidc {
+    /// The issuer URL; its keys are found by discovery.
+    pub issuer: String,
+    /// The `aud` the provider puts in tokens for the demo.
+    pub audience: String,
+}
+
+/// The demo's router; with `oidc`, `/ws` (Bearer, subprotocol) and
+/// `/ws-ticket` also accept that provider's tokens. Must be called within a
+/// tokio runtime.
+pub fn router_with_oidc(
+    config: Config,
+    oidc: Option<Oidc>,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    let provider = provider_tokens(oidc)?;
     match config.redis_url.as_deref() {
         #[cfg(feature = "redis")]
         Some(url) => {
             let store = tower_ws_auth::ticket::RedisTicketStore::<DemoClaims>::open(url)?;
             let revocations = Revocations::redis(url)?.record_ttl(REVOCATION_TTL);
-            build(config, store, revocations)
+            build(config, store, revocations, provider)
         }
         #[cfg(not(feature = "redis"))]
         Some(_) => Err("REDIS_URL is set: run the demo with `--features redis`".into()),
@@ -171,7 +193,73 @@ pub fn router(config: Config) -> Result<Router, Box<dyn std::error::Error>> {
             config,
             MemoryTicketStore::<DemoClaims>::new(),
             Revocations::memory().record_ttl(REVOCATION_TTL),
+            provider,
         ),
+    }
+}
+
+#[cfg(feature = "oidc")]
+type ProviderTokens = Option<tower_ws_auth::oidc::OidcVerifier<DemoClaims>>;
+/// Without the `oidc` feature there is no provider to accept tokens from.
+#[cfg(not(feature = "oidc"))]
+#[derive(Clone)]
+struct ProviderTokens;
+
+fn provider_tokens(oidc: Option<Oidc>) -> Result<ProviderTokens, Box<dyn std::error::Error>> {
+    #[cfg(feature = "oidc")]
+    {
+        let Some(oidc) = oidc else { return Ok(None) };
+        let verifier = tower_ws_auth::oidc::OidcVerifier::discover(oidc.issuer)
+            .audience(&[oidc.audience])
+            .build()?;
+        Ok(Some(verifier))
+    }
+    #[cfg(not(feature = "oidc"))]
+    match oidc {
+        Some(_) => Err("OIDC_ISSUER is set: run the demo with `--features oidc`".into()),
+        None => Ok(ProviderTokens),
+    }
+}
+
+/// Bearer and subprotocol tokens: the demo's own logins (HS256) and, with
+/// `OIDC_ISSUER`, the provider's tokens (signed with its public keys).
+#[derive(Clone)]
+struct Tokens {
+    login: JwtVerifier<DemoClaims>,
+    #[cfg_attr(not(feature = "oidc"), allow(dead_code))]
+    provider: ProviderTokens,
+}
+
+type TokenFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Verified<DemoClaims>, AuthError>> + Send>,
+>;
+
+impl Verifier for Tokens {
+    type Identity = DemoClaims;
+    type Future = TokenFuture;
+
+    fn verify(&self, credential: Credential) -> TokenFuture {
+        match self.verify_now(credential) {
+            Verification::Ready(result) => Box::pin(std::future::ready(result)),
+            Verification::Pending(future) => future,
+        }
+    }
+
+    fn verify_now(&self, credential: Credential) -> Verification<TokenFuture, DemoClaims> {
+        #[cfg(feature = "oidc")]
+        if let Some(provider) = &self.provider {
+            // The demo signs its logins with HS256: any other algorithm is
+            // the provider's.
+            let login = jsonwebtoken::decode_header(credential.expose_secret())
+                .is_ok_and(|header| header.alg == Algorithm::HS256);
+            if !login {
+                return match provider.verify_now(credential) {
+                    Verification::Ready(result) => Verification::Ready(result),
+                    Verification::Pending(future) => Verification::Pending(Box::pin(future)),
+                };
+            }
+        }
+        Verification::Ready(self.login.verify_token(credential.expose_secret()))
     }
 }
 
@@ -179,6 +267,7 @@ fn build<St>(
     config: Config,
     tickets: St,
     revocations: Revocations,
+    provider: ProviderTokens,
 ) -> Result<Router, Box<dyn std::error::Error>>
 where
     St: TicketStore<Identity = DemoClaims> + Clone + Send + Sync + 'static,
@@ -187,6 +276,10 @@ where
 {
     // Every verifier refuses revoked credentials (logout).
     let jwt = revocations.enforce(JwtVerifier::<DemoClaims>::hs256(&config.jwt_secret)?);
+    let tokens = revocations.enforce(Tokens {
+        login: JwtVerifier::<DemoClaims>::hs256(&config.jwt_secret)?,
+        provider,
+    });
     let origins = OriginPolicy::allow(&config.allowed_origins)?;
     let state = AppState {
         encoding: EncodingKey::from_secret(&config.jwt_secret),
@@ -215,12 +308,12 @@ where
     // clients), the one-time ticket and the subprotocol token (browsers),
     // then the session cookie, which a browser sends whether or not the page
     // chose it. The first one present decides.
-    let ws_auth = WsAuthLayer::new(Bearer, jwt.clone())
+    let ws_auth = WsAuthLayer::new(Bearer, tokens.clone())
         .or(
             Query::param("ticket"),
             revocations.enforce(tickets.verifier()),
         )
-        .or(Subprotocol::prefix("bearer."), jwt.clone())
+        .or(Subprotocol::prefix("bearer."), tokens.clone())
         .or(
             Cookie::named("session"),
             revocations.enforce(session_lookup),
@@ -228,7 +321,7 @@ where
         .origin(origins.clone());
     let redactor = ws_auth.redactor();
 
-    let ticket_auth = WsAuthLayer::new(Bearer, jwt).all_requests();
+    let ticket_auth = WsAuthLayer::new(Bearer, tokens).all_requests();
     let origin_only = middleware::from_fn(move |req: Request, next: Next| {
         let origins = origins.clone();
         async move { check_origin(&origins, req, next).await }

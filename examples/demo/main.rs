@@ -2,7 +2,9 @@
 //! <http://127.0.0.1:3000>.
 //!
 //! `DEMO_ADDR` overrides the address, `DEMO_JWT_SECRET` the HS256 secret
-//! (random per start otherwise), `REDIS_URL` switches tickets to Redis.
+//! (random per start otherwise), `REDIS_URL` switches tickets to Redis,
+//! `OIDC_ISSUER` and `OIDC_AUDIENCE` (with `--features oidc`) accept an
+//! OpenID provider's access tokens too.
 
 mod app;
 
@@ -31,15 +33,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => app::random_secret(),
     };
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-    let router = app::router(app::Config {
-        jwt_secret,
-        allowed_origins: vec![
-            format!("http://127.0.0.1:{port}"),
-            format!("http://localhost:{port}"),
-        ],
-        redis_url: redis_url.clone(),
-        max_sessions: app::MAX_SESSIONS,
-    })?;
+    let oidc = match std::env::var("OIDC_ISSUER").ok().filter(|i| !i.is_empty()) {
+        Some(issuer) => {
+            let audience = std::env::var("OIDC_AUDIENCE")
+                .ok()
+                .filter(|a| !a.is_empty())
+                .ok_or("OIDC_ISSUER is set without OIDC_AUDIENCE: the `aud` the provider puts in access tokens for the demo")?;
+            Some(app::Oidc { issuer, audience })
+        }
+        None => None,
+    };
+    let oidc_issuer = oidc.as_ref().map(|o| o.issuer.clone());
+    let router = app::router_with_oidc(
+        app::Config {
+            jwt_secret,
+            allowed_origins: vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+            ],
+            redis_url: redis_url.clone(),
+            max_sessions: app::MAX_SESSIONS,
+        },
+        oidc,
+    )?;
+    if let Some(issuer) = oidc_issuer {
+        tracing::info!(%issuer, "accepting the provider's access tokens too");
+    }
     let store = if redis_url.is_some() {
         "redis"
     } else {
