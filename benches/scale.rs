@@ -574,7 +574,10 @@ fn closes(status: &Value) -> BTreeMap<(String, u64), (u64, u64, u64)> {
         .iter()
         .map(|c| {
             (
-                (c["class"].as_str().unwrap().to_owned(), c["code"].as_u64().unwrap()),
+                (
+                    c["class"].as_str().unwrap().to_owned(),
+                    c["code"].as_u64().unwrap(),
+                ),
                 (
                     c["n"].as_u64().unwrap(),
                     c["first"].as_u64().unwrap(),
@@ -673,7 +676,11 @@ impl Bench {
 
     /// Connect a fleet and measure the server's memory with it held open.
     async fn hold(&mut self, spec: FleetSpec) -> (Fleet, Held) {
-        assert_eq!(self.server.live.count(), 0, "a previous fleet is still open");
+        assert_eq!(
+            self.server.live.count(),
+            0,
+            "a previous fleet is still open"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         release_free_memory();
         let (before, heap_before) = (rss(), heap());
@@ -710,10 +717,7 @@ impl Bench {
     async fn release(&self, fleet: Fleet, held: &mut Held) {
         fleet.quit().await;
         assert!(
-            self.server
-                .live
-                .wait_for(0, Duration::from_secs(120))
-                .await,
+            self.server.live.wait_for(0, Duration::from_secs(120)).await,
             "{} sockets still open after the fleet exited",
             self.server.live.count()
         );
@@ -776,9 +780,7 @@ impl Bench {
             .await
             .unwrap();
         let returned = mono_ns();
-        let status = fleet
-            .ask(&format!("WAIT 4003 {TARGET_SOCKETS} 5000"))
-            .await;
+        let status = fleet.ask(&format!("WAIT 4003 {TARGET_SOCKETS} 5000")).await;
         let seen = closes(&status);
         let (closed, first, last) = seen
             .get(&("target".to_owned(), 4003))
@@ -881,7 +883,7 @@ impl Bench {
         let mut r = Round::default();
         // Alternate the order of each pair from round to round, so drift
         // hits both sides alike.
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             (r.plain, r.idle_plain) = self.baseline_fleet(count).await;
             (r.guarded, r.idle_guarded, r.revocation) = self.guarded_fleet(count).await;
         } else {
@@ -890,7 +892,7 @@ impl Bench {
         }
         let connect = r.plain.connect_ms.max(r.guarded.connect_ms);
         let margin = Duration::from_millis((connect * 2.0) as u64) + Duration::from_secs(5);
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             (r.deadline, r.expiry_deadline) =
                 self.expiry_fleet(Route::Deadline, count, margin).await;
             (r.guarded_expiring, r.expiry_guarded) =
@@ -1031,7 +1033,12 @@ fn server_main() {
     let wanted: Vec<usize> = std::env::var("SCALE_COUNT")
         .unwrap_or_else(|_| "100000".into())
         .split(',')
-        .map(|c| c.trim().replace('_', "").parse().expect("SCALE_COUNT: counts"))
+        .map(|c| {
+            c.trim()
+                .replace('_', "")
+                .parse()
+                .expect("SCALE_COUNT: counts")
+        })
         .collect();
     let rounds = env_usize("SCALE_ROUNDS", 1).max(1);
     let idle_secs = env_usize("SCALE_IDLE_SECS", 10) as u64;

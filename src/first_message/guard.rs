@@ -141,7 +141,8 @@ where
             subject: identity.subject().into(),
             expires_at,
             max_len: super::DEFAULT_MAX_MESSAGE_LEN,
-            outbox: VecDeque::with_capacity(2),
+            // Allocated on the first reply, not for every socket.
+            outbox: VecDeque::new(),
             phase: Phase::Open,
             span: tracing::info_span!("ws_guard", subject = identity.subject()),
             revocation: None,
