@@ -120,7 +120,10 @@ pub use crate::credential::{Credential, SourceKind};
 pub use crate::error::{AuthError, AuthErrorKind, ConfigError};
 #[cfg(feature = "axum")]
 pub use crate::extract::MissingAuthenticated;
-pub use crate::layer::{is_websocket_upgrade, Authenticated, Redactor, WsAuth, WsAuthLayer};
+pub use crate::layer::{
+    is_websocket_upgrade, Authenticated, Redactor, WsAuth, WsAuthLayer,
+    WELL_KNOWN_CREDENTIAL_PARAMS,
+};
 pub use crate::origin::OriginPolicy;
 pub use crate::rejection::{DefaultRejection, OnRejection};
 pub use crate::verify::{

@@ -645,3 +645,73 @@ async fn logout_reaches_sockets_on_another_instance_through_redis() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A login right after a logout works at once, every time: the logout
+/// answers only once the clock has left its millisecond, and token issue
+/// times are read back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_right_after_a_logout_works_every_time() {
+    let demo = start().await;
+    for round in 0..40 {
+        let (token, _) = login(&demo, "erin").await;
+        let bearer = format!("Bearer {token}");
+        let logout = http(
+            demo.addr,
+            "POST",
+            "/logout",
+            &[("authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT);
+        let (fresh, _) = login(&demo, "erin").await;
+        let fresh = format!("Bearer {fresh}");
+        match connect(demo.addr, "/ws", &[("authorization", &fresh)]).await {
+            Ok((mut socket, _)) => assert_eq!(next_json(&mut socket).await["type"], "welcome"),
+            Err(refused) => panic!("round {round}: the fresh login was refused: {refused:?}"),
+        }
+        assert_eq!(
+            refused(demo.addr, "/ws", &[("authorization", &bearer)])
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+/// `/logout` reads the session cookie exactly as `/ws` does, and a token in
+/// any query parameter or path segment stays out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_reads_cookies_as_ws_does_and_tokens_elsewhere_stay_out_of_the_log() {
+    let demo = start().await;
+    let (token, session) = login(&demo, "frank").await;
+    let encoded = format!("sess%69on={session}");
+    let (mut socket, _) = connect(
+        demo.addr,
+        "/ws",
+        &[("cookie", &encoded), ("origin", &demo.origin)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut socket).await["type"], "welcome");
+    let logout = http(demo.addr, "POST", "/logout", &[("cookie", &encoded)], "").await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        close_code(&mut socket, Duration::from_secs(5)).await,
+        Some(4003)
+    );
+    let twice = format!("session={session}; session={session}");
+    let ambiguous = http(demo.addr, "POST", "/logout", &[("cookie", &twice)], "").await;
+    assert_eq!(ambiguous.status, StatusCode::BAD_REQUEST);
+
+    for path in [
+        format!("/ws?access_token={token}"),
+        format!("/ws?token={token}"),
+        format!("/ws?x={token}"),
+        format!("/ws/{token}"),
+    ] {
+        let _ = refused(demo.addr, &path, &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!log_text().contains(&token), "a token reached the log");
+}

@@ -28,7 +28,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_ws_auth::first_message::{FirstMessageAuth, JsonAuth, LifetimeGuard};
 use tower_ws_auth::jwt::{now_secs, JwtClaims, JwtVerifier};
 use tower_ws_auth::revocation::{CheckRevoked, Revocations};
-use tower_ws_auth::source::{Bearer, Cookie, Query, Subprotocol};
+use tower_ws_auth::source::{Bearer, Cookie, CredentialSource, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, Ticket, TicketEndpoint, TicketStore};
 use tower_ws_auth::{
     AuthError, AuthErrorKind, Authenticated, Credential, OriginPolicy, SourceKind, Verification,
@@ -90,8 +90,14 @@ impl JwtClaims for DemoClaims {
         self.sid.as_deref()
     }
     fn issued_at(&self) -> Option<SystemTime> {
-        let iat = Duration::try_from_secs_f64(self.iat?).ok()?;
-        UNIX_EPOCH.checked_add(iat)
+        // Whole milliseconds, rounded: `f64` seconds do not hold every
+        // millisecond exactly, and a truncated one would read as the
+        // millisecond before.
+        let millis = (self.iat? * 1000.0).round();
+        if !(0.0..=u64::MAX as f64).contains(&millis) {
+            return None;
+        }
+        UNIX_EPOCH.checked_add(Duration::from_millis(millis as u64))
     }
 }
 
@@ -149,6 +155,10 @@ struct AppState {
     encoding: EncodingKey,
     /// Login tokens, refused once revoked.
     jwt: CheckRevoked<JwtVerifier<DemoClaims>>,
+    /// Login tokens as signed, revoked or not: logging out with a token
+    /// that is already revoked is harmless, and must work while Redis is
+    /// down.
+    signed: JwtVerifier<DemoClaims>,
     sessions: Sessions,
     revocations: Revocations,
 }
@@ -284,6 +294,7 @@ where
     let state = AppState {
         encoding: EncodingKey::from_secret(&config.jwt_secret),
         jwt: jwt.clone(),
+        signed: JwtVerifier::<DemoClaims>::hs256(&config.jwt_secret)?,
         sessions: Arc::new(Mutex::new(SessionStore::new(config.max_sessions))),
         revocations: revocations.clone(),
     };
@@ -447,49 +458,44 @@ fn via_label(via: SourceKind) -> &'static str {
 /// credential issued up to now); else with the session cookie, end that
 /// session. Open sockets of what was revoked close with 4003.
 async fn logout(State(state): State<AppState>, request: Request) -> Response {
-    let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    let outcome = if let Some(token) = bearer {
-        match state
-            .jwt
-            .verify_now(Credential::new(SourceKind::Header, token))
-        {
-            Verification::Ready(Ok(verified)) => {
+    let (mut parts, _body) = request.into_parts();
+    // The credentials read exactly as `/ws` reads them.
+    let outcome = match Bearer.extract(&mut parts) {
+        Ok(Some(token)) => match state.signed.verify_token(token.expose_secret()) {
+            Ok(verified) => {
                 state
                     .revocations
                     .revoke_subject(&verified.identity.sub)
                     .await
             }
-            Verification::Ready(Err(error)) => Err(error),
-            Verification::Pending(verifying) => match verifying.await {
-                Ok(verified) => {
-                    state
-                        .revocations
-                        .revoke_subject(&verified.identity.sub)
-                        .await
+            Err(error) => Err(error),
+        },
+        Err(error) => Err(error),
+        Ok(None) => match Cookie::named("session").extract(&mut parts) {
+            Ok(Some(session)) => {
+                let claims = state
+                    .sessions
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(session.expose_secret()).cloned());
+                match claims.and_then(|c| c.sid) {
+                    Some(sid) => {
+                        let revoked = state.revocations.revoke_session(&sid).await;
+                        // Forgotten only once revoked everywhere: a logout
+                        // that failed (Redis down) can be tried again.
+                        if revoked.is_ok() {
+                            if let Ok(mut sessions) = state.sessions.lock() {
+                                sessions.remove(session.expose_secret());
+                            }
+                        }
+                        revoked
+                    }
+                    None => Err(AuthError::new(AuthErrorKind::Invalid)),
                 }
-                Err(error) => Err(error),
-            },
-        }
-    } else {
-        let session = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().strip_prefix("session="))
-            .map(str::to_owned)
-            .next();
-        let claims = session.and_then(|id| state.sessions.lock().ok()?.remove(&id));
-        match claims.and_then(|c| c.sid) {
-            Some(sid) => state.revocations.revoke_session(&sid).await,
-            None => Err(AuthError::new(AuthErrorKind::Missing)),
-        }
+            }
+            Ok(None) => Err(AuthError::new(AuthErrorKind::Missing)),
+            Err(error) => Err(error),
+        },
     };
     match outcome {
         Ok(()) => {
@@ -518,7 +524,10 @@ async fn ws(
     State(state): State<AppState>,
     auth: Authenticated<DemoClaims>,
 ) -> Response {
+    // Every message is bounded, not only the first ones: 64 KiB here too.
     upgrade
+        .max_message_size(FIRST_MESSAGE_MAX_LEN)
+        .max_frame_size(FIRST_MESSAGE_MAX_LEN)
         .protocols(["chat"])
         .on_upgrade(move |socket: WebSocket| async move {
             let welcome = json!({

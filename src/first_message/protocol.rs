@@ -104,8 +104,8 @@ fn may_be_object_with(text: &str, needle: &Finder<'_>) -> bool {
 }
 
 /// The members of a JSON object this crate looks at: `type`, and one more
-/// field (kept as raw JSON). Anything that is not an object, or repeats one
-/// of these members, does not read as an envelope.
+/// field (kept as raw JSON). Anything that is not an object does not read as
+/// an envelope.
 struct Envelope<'a> {
     kind: Option<Cow<'a, str>>,
     field: Option<Value>,
@@ -135,20 +135,16 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
             kind: None,
             field: None,
         };
-        let mut seen_kind = false;
+        // A repeated member: the last one counts, as in `JSON.parse`, most
+        // JSON parsers and `serde_json::Value`, so that this reading and the
+        // application's never disagree on whether a message is an auth
+        // message.
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             if key == "type" {
-                if seen_kind {
-                    return Err(de::Error::duplicate_field("type"));
-                }
-                seen_kind = true;
                 envelope.kind = map
                     .next_value::<Option<BorrowedOrOwned<'de>>>()?
                     .map(|s| s.0);
             } else if key == self.field {
-                if envelope.field.is_some() {
-                    return Err(de::Error::custom("duplicate field"));
-                }
                 envelope.field = Some(map.next_value()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -420,6 +416,16 @@ mod tests {
         assert!(JsonAuth.may_be_auth(r#" {"type":"auth","token":"t"}"#));
         assert!(matches!(JsonAuth.read("nope"), Incoming::Malformed));
         assert!(matches!(JsonAuth.read("[1]"), Incoming::Malformed));
+        // Repeated members: the last one counts, as in JSON.parse.
+        assert!(
+            matches!(JsonAuth.read(r#"{"type":"auth","token":"a","token":"b"}"#), Incoming::Auth(t) if t == "b")
+        );
+        assert!(JsonAuth
+            .read(r#"{"type":"chat","type":"auth","token":"t"}"#)
+            .is_auth());
+        assert!(!JsonAuth
+            .read(r#"{"type":"auth","type":"chat","token":"t"}"#)
+            .is_auth());
     }
 
     #[test]

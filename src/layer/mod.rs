@@ -116,23 +116,28 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    /// A redactor for these query parameter names.
+    /// A redactor for these query parameter names, and the names clients
+    /// commonly put credentials in ([`WELL_KNOWN_CREDENTIAL_PARAMS`]).
     pub fn for_params<I, T>(names: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
+        let mut params: Vec<String> = names.into_iter().map(Into::into).collect();
+        params.extend(
+            WELL_KNOWN_CREDENTIAL_PARAMS
+                .iter()
+                .map(|&name| name.to_owned()),
+        );
         Self {
-            params: names.into_iter().map(Into::into).collect(),
+            params: params.into(),
         }
     }
 
     pub(crate) fn for_auth<A: Authenticate>(auth: &A) -> Self {
         let mut names = Vec::new();
         auth.visit_query_params(&mut |name| names.push(name.to_owned()));
-        Self {
-            params: names.into(),
-        }
+        Self::for_params(names)
     }
 
     /// `uri`, displaying path and query with credential values replaced by
@@ -145,6 +150,34 @@ impl Redactor {
     }
 }
 
+/// Query parameter names that clients commonly carry credentials in, hidden
+/// by every [`Redactor`] whatever the layer reads: a client that sends its
+/// token under another name than the one configured still must not have it
+/// logged (RFC 6750 §2.3 names `access_token`).
+pub const WELL_KNOWN_CREDENTIAL_PARAMS: &[&str] = &[
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "token",
+    "jwt",
+    "auth",
+    "authorization",
+    "bearer",
+    "api_key",
+    "apikey",
+    "key",
+    "session",
+    "sid",
+    "password",
+    "ticket",
+];
+
+/// Whether `text` looks like a JWT (a JWS in compact form: a base64url JSON
+/// header, `eyJ…`, and two dots): hidden wherever it appears in a URI.
+fn looks_like_jwt(text: &str) -> bool {
+    text.len() > 20 && text.starts_with("eyJ") && text.bytes().filter(|&b| b == b'.').count() >= 2
+}
+
 /// Displays a URI's path and query with credential parameters redacted.
 pub struct RedactedUri<'a> {
     uri: &'a Uri,
@@ -153,7 +186,17 @@ pub struct RedactedUri<'a> {
 
 impl fmt::Display for RedactedUri<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.uri.path())?;
+        // A token in the path (`/ws/eyJ…`) is hidden too.
+        for (i, segment) in self.uri.path().split('/').enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            if looks_like_jwt(segment) {
+                f.write_str("[redacted]")?;
+            } else {
+                f.write_str(segment)?;
+            }
+        }
         let Some(query) = self.uri.query() else {
             return Ok(());
         };
@@ -191,9 +234,12 @@ enum Redaction<'a> {
 /// percent-decoding (so an encoded `=` splits the pair too) and after an
 /// HTML-escaped `&amp;` prefix.
 fn redaction<'a>(pair: &'a str, params: &[String]) -> Redaction<'a> {
-    let raw_key = pair.split_once('=').map_or(pair, |(k, _)| k);
-    if params.iter().any(|p| raw_key == p) {
+    let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+    if params.iter().any(|p| raw_key == p) || looks_like_jwt(raw_value) {
         return Redaction::Value(raw_key);
+    }
+    if looks_like_jwt(raw_key) {
+        return Redaction::Whole;
     }
     let decoded = percent_encoding::percent_decode_str(pair).decode_utf8_lossy();
     let key = decoded.split_once('=').map_or(&*decoded, |(k, _)| k);
@@ -403,6 +449,17 @@ mod tests {
             assert!(shown.contains("[redacted]"), "{uri} shown as {shown}");
         }
         assert_eq!(show("/ws?room=1;x=2&tickets=3"), "/ws?room=1;x=2&tickets=3");
+        let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl";
+        for uri in [
+            format!("/ws?access_token={jwt}"),
+            format!("/ws?Access_Token={jwt}"),
+            format!("/ws?whatever={jwt}"),
+            format!("/ws/{jwt}"),
+            format!("/ws?{jwt}"),
+        ] {
+            let shown = show(&uri);
+            assert!(!shown.contains(jwt), "{uri} shown as {shown}");
+        }
     }
 
     #[test]

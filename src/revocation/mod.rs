@@ -7,7 +7,7 @@
 //! | call | revokes |
 //! |---|---|
 //! | [`revoke_session`](Revocations::revoke_session) | one session: an opaque session id, a token's `sid` or `jti` ([`Revocable::session_id`]) |
-//! | [`revoke_subject`](Revocations::revoke_subject) | a subject logged out everywhere: every credential of it issued up to now, to the millisecond ([`Revocable::issued_at`]; a credential that does not say when it was issued counts as issued before) |
+//! | [`revoke_subject`](Revocations::revoke_subject) | a subject logged out everywhere: every credential of it issued up to now, to the millisecond ([`Revocable::issued_at`]; a credential that does not say when it was issued, or says a time more than 5 s ahead, counts as issued before); it returns once the clock has moved past that millisecond, so a login after it works at once |
 //!
 //! and enforces them at both ends:
 //!
@@ -172,6 +172,10 @@ pub(crate) fn millis(at: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// How far in the future an issue time may lie (clock skew) before it is
+/// taken as unknown.
+const FUTURE_ISSUE_TOLERANCE_MS: u64 = 5_000;
+
 /// The facts of one credential a revocation is checked against.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Facts {
@@ -183,10 +187,17 @@ pub(crate) struct Facts {
 
 impl Facts {
     pub(crate) fn of(identity: &impl Revocable) -> Self {
+        // A credential that claims to be issued in the future (a clock
+        // ahead, or a forged `iat`) must not escape a logout: its issue
+        // time counts as unknown.
+        let latest = millis(SystemTime::now()).saturating_add(FUTURE_ISSUE_TOLERANCE_MS);
         Self {
             subject: Tag::subject(identity.subject()),
             session: identity.session_id().map(Tag::session),
-            issued_at: identity.issued_at().map(millis),
+            issued_at: identity
+                .issued_at()
+                .map(millis)
+                .filter(|&issued| issued <= latest),
         }
     }
 }
@@ -292,6 +303,12 @@ impl Revocations {
         self.shared.records.revoke_subject(tag, cutoff, None)?;
         let closed = self.shared.live.revoke_subject(tag, cutoff);
         tracing::info!(subject, closed, "subject logged out everywhere");
+        // Return only once the clock has left the cut-off's millisecond, so
+        // that a credential issued after this call is strictly newer than
+        // the cut-off and works at once.
+        while millis(SystemTime::now()) <= cutoff {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         match &self.shared.backend {
             Backend::Memory => Ok(()),
             #[cfg(feature = "redis")]
