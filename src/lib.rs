@@ -16,6 +16,10 @@
 //! | browser, no extra round-trip | `new WebSocket(url, ["bearer." + jwt, "chat"])` | [`Subprotocol::prefix("bearer.")`](source::Subprotocol::prefix) | [`JwtVerifier`](jwt::JwtVerifier) |
 //! | any, token never in the handshake | first message `{"type":"auth","token":…}` | [`first_message::FirstMessageAuth`] | any verifier |
 //!
+//! Logout, bans and password changes reach sockets that are already open
+//! through [`revocation`]; tokens from an OpenID provider verify with
+//! `oidc::OidcVerifier` (feature `oidc`).
+//!
 //! # One layer, several sources
 //!
 //! ```
@@ -73,7 +77,8 @@
 //! | `aws-lc-rs` | no | jsonwebtoken's aws-lc backend (wins when both are on) |
 //! | `axum` | yes | the [`Authenticated`] extractor, the ticket-issuing handler, the axum `WebSocket` adapter |
 //! | `tungstenite` | no | the tokio-tungstenite `WebSocketStream` adapter |
-//! | `redis` | no | a Redis-backed ticket store for several server instances |
+//! | `redis` | no | a Redis-backed ticket store and revocations shared by several server instances |
+//! | `metrics` | no | counters and a gauge on the `metrics` facade (names in the README) |
 //! | `oidc` | no | [`oidc::OidcVerifier`]: tokens from OpenID providers, keys by discovery and JWKS, rotated with the provider |
 //!
 //! # Security
@@ -87,6 +92,8 @@
 //!   the request the inner service sees.
 //! - A verification backend that cannot be reached refuses the connection
 //!   (503): authentication fails closed.
+//! - Explicit credentials (header, ticket, subprotocol) belong before the
+//!   ambient cookie in a chain of sources; the layer warns otherwise.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
