@@ -453,6 +453,21 @@ async fn the_oldest_session_is_dropped_at_the_cap() {
     }
 }
 
+/// `POST /logout` with `Authorization: <bearer>`: the status.
+async fn logout_with(addr: SocketAddr, bearer: &str) -> StatusCode {
+    http(addr, "POST", "/logout", &[("authorization", bearer)], "")
+        .await
+        .status
+}
+
+/// The status of a `/ws` upgrade with `Authorization: <bearer>` that must be
+/// refused.
+async fn refused_bearer(addr: SocketAddr, bearer: &str) -> StatusCode {
+    refused(addr, "/ws", &[("authorization", bearer)])
+        .await
+        .status
+}
+
 /// Every way into `/ws`, open at once for `token`/`session`: header,
 /// ticket, subprotocol, cookie.
 async fn every_socket(demo: &Demo, token: &str, session: &str) -> Vec<Client> {
@@ -503,15 +518,10 @@ async fn logout_everywhere_closes_every_socket() {
 
     let started = Instant::now();
     let bearer = format!("Bearer {token}");
-    let logout = http(
-        demo.addr,
-        "POST",
-        "/logout",
-        &[("authorization", &bearer)],
-        "",
-    )
-    .await;
-    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        logout_with(demo.addr, &bearer).await,
+        StatusCode::NO_CONTENT
+    );
     for socket in &mut sockets {
         assert_eq!(close_code(socket, Duration::from_secs(5)).await, Some(4003));
     }
@@ -522,9 +532,7 @@ async fn logout_everywhere_closes_every_socket() {
 
     // The old credentials are refused everywhere.
     assert_eq!(
-        refused(demo.addr, "/ws", &[("authorization", &bearer)])
-            .await
-            .status,
+        refused_bearer(demo.addr, &bearer).await,
         StatusCode::UNAUTHORIZED
     );
     let cookie = format!("session={session}");
@@ -639,9 +647,7 @@ async fn logout_reaches_sockets_on_another_instance_through_redis() {
     println!("closed on the other instance {took:?} after the logout");
     assert!(took < Duration::from_millis(1500), "took {took:?}");
     assert_eq!(
-        refused(b.addr, "/ws", &[("authorization", &bearer)])
-            .await
-            .status,
+        refused_bearer(b.addr, &bearer).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -655,15 +661,10 @@ async fn a_login_right_after_a_logout_works_every_time() {
     for round in 0..40 {
         let (token, _) = login(&demo, "erin").await;
         let bearer = format!("Bearer {token}");
-        let logout = http(
-            demo.addr,
-            "POST",
-            "/logout",
-            &[("authorization", &bearer)],
-            "",
-        )
-        .await;
-        assert_eq!(logout.status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            logout_with(demo.addr, &bearer).await,
+            StatusCode::NO_CONTENT
+        );
         let (fresh, _) = login(&demo, "erin").await;
         let fresh = format!("Bearer {fresh}");
         match connect(demo.addr, "/ws", &[("authorization", &fresh)]).await {
@@ -671,9 +672,7 @@ async fn a_login_right_after_a_logout_works_every_time() {
             Err(refused) => panic!("round {round}: the fresh login was refused: {refused:?}"),
         }
         assert_eq!(
-            refused(demo.addr, "/ws", &[("authorization", &bearer)])
-                .await
-                .status,
+            refused_bearer(demo.addr, &bearer).await,
             StatusCode::UNAUTHORIZED
         );
     }
