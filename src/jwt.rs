@@ -386,6 +386,34 @@ impl<C: JwtClaims> Verifier for JwtVerifier<C> {
     }
 }
 
+/// A NumericDate claim ([RFC 7519 §2]: seconds since the epoch, possibly
+/// with a fraction, such as an `iat` written to the millisecond) as a time,
+/// to the microsecond. `None` for a negative, non-finite or unrepresentable
+/// value.
+///
+/// For [`JwtClaims::issued_at`]: an `f64` holds seconds to about a quarter
+/// of a microsecond, so `1764000026.244` may be stored as `…026.243999…`;
+/// this reads it back as `…026.244`, where a plain conversion would place it
+/// a millisecond early.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use tower_ws_auth::jwt::numeric_date;
+///
+/// assert_eq!(numeric_date(1764000026.244), Some(UNIX_EPOCH + Duration::from_millis(1764000026244)));
+/// assert_eq!(numeric_date(-1.0), None);
+/// ```
+///
+/// [RFC 7519 §2]: https://www.rfc-editor.org/rfc/rfc7519#section-2
+pub fn numeric_date(secs: f64) -> Option<SystemTime> {
+    // Half a microsecond absorbs the representation error, no more.
+    let micros = (secs * 1_000_000.0 + 0.5).floor();
+    if !(0.0..=u64::MAX as f64).contains(&micros) {
+        return None;
+    }
+    UNIX_EPOCH.checked_add(Duration::from_micros(micros as u64))
+}
+
 /// Seconds since the Unix epoch, for building `exp` claims.
 pub fn now_secs() -> u64 {
     SystemTime::now()

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_ws_auth::first_message::{FirstMessageAuth, JsonAuth, LifetimeGuard};
-use tower_ws_auth::jwt::{now_secs, JwtClaims, JwtVerifier};
+use tower_ws_auth::jwt::{now_secs, numeric_date, JwtClaims, JwtVerifier};
 use tower_ws_auth::revocation::{CheckRevoked, Revocations};
 use tower_ws_auth::source::{Bearer, Cookie, CredentialSource, Query, Subprotocol};
 use tower_ws_auth::ticket::{MemoryTicketStore, Ticket, TicketEndpoint, TicketStore};
@@ -90,14 +90,7 @@ impl JwtClaims for DemoClaims {
         self.sid.as_deref()
     }
     fn issued_at(&self) -> Option<SystemTime> {
-        // Whole milliseconds, rounded: `f64` seconds do not hold every
-        // millisecond exactly, and a truncated one would read as the
-        // millisecond before.
-        let millis = (self.iat? * 1000.0).round();
-        if !(0.0..=u64::MAX as f64).contains(&millis) {
-            return None;
-        }
-        UNIX_EPOCH.checked_add(Duration::from_millis(millis as u64))
+        numeric_date(self.iat?)
     }
 }
 

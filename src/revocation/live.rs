@@ -31,7 +31,7 @@ impl Watched {
 
     fn issued_by(&self, cutoff: u64) -> bool {
         let issued = self.issued_at.load(Ordering::Relaxed);
-        issued == UNKNOWN || issued <= cutoff
+        super::issued_by((issued != UNKNOWN).then_some(issued), cutoff)
     }
 }
 

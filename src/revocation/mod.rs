@@ -187,17 +187,25 @@ pub(crate) struct Facts {
 
 impl Facts {
     pub(crate) fn of(identity: &impl Revocable) -> Self {
-        // A credential that claims to be issued in the future (a clock
-        // ahead, or a forged `iat`) must not escape a logout: its issue
-        // time counts as unknown.
-        let latest = millis(SystemTime::now()).saturating_add(FUTURE_ISSUE_TOLERANCE_MS);
         Self {
             subject: Tag::subject(identity.subject()),
             session: identity.session_id().map(Tag::session),
-            issued_at: identity
-                .issued_at()
-                .map(millis)
-                .filter(|&issued| issued <= latest),
+            issued_at: identity.issued_at().map(millis),
+        }
+    }
+}
+
+/// Whether a credential issued at `issued` (ms; `None`: unknown) falls under
+/// a subject's cut-off. A credential that claims to be issued more than
+/// [`FUTURE_ISSUE_TOLERANCE_MS`] in the future (a clock ahead, or a forged
+/// `iat`) must not escape a logout: its issue time counts as unknown. The
+/// clock is read only here, when the subject has a revocation at all.
+pub(crate) fn issued_by(issued: Option<u64>, cutoff: u64) -> bool {
+    match issued {
+        None => true,
+        Some(issued) if issued <= cutoff => true,
+        Some(issued) => {
+            issued > millis(SystemTime::now()).saturating_add(FUTURE_ISSUE_TOLERANCE_MS)
         }
     }
 }
@@ -527,5 +535,44 @@ where
                 CheckStateProj::Waiting { waiting } => return waiting.as_mut().poll(cx),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Issued(SystemTime);
+
+    impl Subject for Issued {
+        fn subject(&self) -> &str {
+            "alice"
+        }
+    }
+
+    impl Revocable for Issued {
+        fn issued_at(&self) -> Option<SystemTime> {
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_logout_covers_what_came_before_and_claims_from_the_future() {
+        let revocations = Revocations::memory();
+        let before = Issued(SystemTime::now() - Duration::from_secs(1));
+        revocations.revoke_subject("alice").await.unwrap();
+        let after = Issued(SystemTime::now());
+        let skewed = Issued(SystemTime::now() + Duration::from_secs(2));
+        let forged = Issued(SystemTime::now() + Duration::from_secs(3600));
+        let kind = |i: &Issued| revocations.check(i).map_err(|e| e.kind());
+        assert_eq!(kind(&before), Err(AuthErrorKind::Revoked));
+        assert_eq!(kind(&after), Ok(()), "issued after the logout returned");
+        assert_eq!(kind(&skewed), Ok(()), "a clock a little ahead");
+        assert_eq!(
+            kind(&forged),
+            Err(AuthErrorKind::Revoked),
+            "an iat far ahead"
+        );
     }
 }

@@ -160,9 +160,7 @@ impl Records {
             }
         }
         match maps.subjects.get(&facts.subject) {
-            Some(&(cutoff, until)) if until > now => {
-                facts.issued_at.is_none_or(|issued| issued <= cutoff)
-            }
+            Some(&(cutoff, until)) if until > now => super::issued_by(facts.issued_at, cutoff),
             _ => false,
         }
     }
